@@ -1,0 +1,97 @@
+"""tf.data pipelines from uint8 arrays, with random affine augmentation of whole batches.
+
+Training batches are fixed-shape (`drop_remainder`), so the same pipeline feeds a TPU. The
+training stream repeats forever and each batch draws its transforms from a stateless seed made
+of (seed, batch number), so every epoch sees fresh transforms and a rerun sees the same ones.
+Validation and test data are never augmented; their last batch is padded to full size and the
+padding carries zero weight (validation) or is cut off after predicting (test).
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def random_affine(images: tf.Tensor, cfg: DictConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Rotate, zoom and shift each image of a float batch (N, H, W, C) by its own random amount.
+
+    One fused projective transform per image, about 3x faster than chaining Keras'
+    RandomRotation, RandomZoom and RandomTranslation layers.
+    """
+    n = tf.shape(images)[0]
+    h = tf.cast(tf.shape(images)[1], tf.float32)
+    w = tf.cast(tf.shape(images)[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+
+    def uniform(i, bound):
+        return tf.random.stateless_uniform([n], seeds[i], -bound, bound)
+
+    angle = uniform(0, cfg.rotation * math.pi / 180.0)
+    scale = 1.0 + uniform(1, cfg.zoom)
+    tx = uniform(2, cfg.width_shift) * w
+    ty = uniform(3, cfg.height_shift) * h
+    # The transform maps output pixels back to input pixels: inverse of
+    # "scale and rotate about the centre, then shift".
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a2 = cx - cos * (cx + tx) - sin * (cy + ty)
+    b2 = cy + sin * (cx + tx) - cos * (cy + ty)
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
+    return keras.ops.image.affine_transform(
+        images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+    )
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int) -> tf.data.Dataset:
+    """Endless shuffled, augmented, one-hot batches of exactly `batch_size` images."""
+    if len(x) < batch_size:
+        raise ValueError(f"{len(x)} training images is fewer than one batch of {batch_size}: lower batch_size")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+
+    def prepare(step, batch):
+        images, labels = batch
+        images = tf.cast(images, tf.float32)
+        if cfg.enabled:
+            images = random_affine(images, cfg, tf.stack([tf.constant(seed, tf.int64), step]))
+        return images, tf.one_hot(labels, num_classes)
+
+    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches in one pass over `n` training images."""
+    return n // batch_size
+
+
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int) -> tf.data.Dataset:
+    """Un-augmented fixed-shape batches; padded rows get sample weight 0 so metrics stay exact."""
+    x, pad = _pad(x, batch_size)
+    labels = tf.one_hot(np.concatenate([y, np.zeros(pad, y.dtype)]), num_classes)
+    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
+    ds = tf.data.Dataset.from_tensor_slices((x, labels, weights)).batch(batch_size, drop_remainder=True)
+    return ds.map(lambda a, b, c: (tf.cast(a, tf.float32), b, c), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities for every row of `x`, in fixed-shape batches (the padding is dropped)."""
+    padded, pad = _pad(x, batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda a: tf.cast(a, tf.float32), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    probs = model.predict(ds, verbose=0)
+    return probs[: len(x)].astype(np.float32)
+
+
+def _pad(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
+    pad = -len(x) % batch_size
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    return x, pad

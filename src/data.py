@@ -1,0 +1,179 @@
+"""Read and check competition CSVs (train: label + pixels, test: pixels), with a content-hash cache.
+
+Every check happens here, at the boundary, so the rest of the pipeline can trust its arrays:
+uint8 images of shape (N, H, W, C) and integer labels in [0, num_classes).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_HINT = (
+    "get the competition files with `kaggle competitions download -c digit-recognizer -p data` "
+    "(then unzip), point data.train= / data.test= at your files, or try the embedded sample "
+    "with `data=sample`"
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A checked competition: training images and labels, test images, optional test labels."""
+
+    x_train: np.ndarray  # (N, H, W, C) uint8
+    y_train: np.ndarray  # (N,) int64
+    x_test: np.ndarray  # (M, H, W, C) uint8
+    y_test: np.ndarray | None  # (M,) int64 when test labels were given
+    num_classes: int
+
+
+def load(cfg: DictConfig) -> Dataset:
+    """Load and check `cfg.train`, `cfg.test` (and `cfg.test_labels`), using the parse cache."""
+    if cfg.get("sample", False):
+        from src.sample import ensure_sample
+
+        ensure_sample(cfg.train, cfg.test, cfg.test_labels)
+    shape = tuple(int(s) for s in cfg.image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"data.image_shape must be [height, width, channels], got {list(cfg.image_shape)}")
+    memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
+    train = _read(cfg.train, "train", shape, cfg.num_classes, memory)
+    test = _read(cfg.test, "test", shape, cfg.num_classes, memory, train_path=cfg.train)
+    y_test = None
+    if cfg.test_labels:
+        y_test = read_labels(cfg.test_labels, len(test[0]), cfg.num_classes)
+    log.info("train %s: %d images; test %s: %d images", cfg.train, len(train[0]), cfg.test, len(test[0]))
+    return Dataset(train[0], train[1], test[0], y_test, int(cfg.num_classes))
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes: the cache key, so an edited file is always re-parsed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read(path, role, shape, num_classes, memory, train_path=None):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{role} file {path} not found: {DOWNLOAD_HINT}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{role} file {path} is empty: replace it with the competition's {role}.csv")
+    parse = memory.cache(parse_csv, ignore=["path"]) if memory else parse_csv
+    return parse(str(path), file_digest(path), role, shape, num_classes, train_path and str(train_path))
+
+
+def parse_csv(path: str, digest: str, role: str, shape: tuple, num_classes: int, train_path: str | None = None):
+    """Parse and check one competition CSV; returns (images uint8 (N,H,W,C), labels int64 or None).
+
+    `digest` only keys the cache. Raises UserError naming the file, line and column of the
+    first problem found.
+    """
+    pixels = math.prod(shape)
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{role} file {path} is empty: replace it with the competition's {role}.csv") from None
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        detail = f"line {m[2]} has {m[3]} fields where the header has {m[1]}" if m else str(e).strip()
+        raise UserError(f"{role} file {path}: {detail}; every row needs one value per header column") from None
+    if len(frame) == 0:
+        raise UserError(f"{role} file {path} has a header but no rows: it needs at least one image per row")
+
+    has_label = "label" in frame.columns
+    if role == "train" and not has_label:
+        raise UserError(
+            f"train file {path} has no 'label' column (first header names: {list(frame.columns[:3])}): "
+            "the training file needs a header `label,pixel0,...`; is it the test file?"
+        )
+    if role == "test" and has_label:
+        frame = frame.drop(columns="label")  # a labelled file doubles as a test file
+    n_pixels = frame.shape[1] - (1 if role == "train" else 0)
+    if n_pixels != pixels:
+        expected = f"{'label + ' if role == 'train' else ''}{pixels} pixel columns"
+        hint = f"set data.image_shape to match your images (now {list(shape)})"
+        if train_path:
+            hint = f"train file {train_path} has {pixels}; train and test need the same image size"
+        raise UserError(f"{role} file {path} has {frame.shape[1]} columns, expected {expected}: {hint}")
+
+    _check_cells(frame, path, role)
+    values = frame.to_numpy()
+    labels = None
+    if role == "train":
+        label_col = frame.columns.get_loc("label")
+        raw = values[:, label_col]
+        _check_range(raw, path, "label", 0, num_classes - 1, "a class index")
+        labels = raw.astype(np.int64)
+        values = np.delete(values, label_col, axis=1)
+    _check_range(values, path, "pixel", 0, 255, "a gray level", columns=[c for c in frame.columns if c != "label"])
+    return values.astype(np.uint8).reshape((-1, *shape)), labels
+
+
+def read_labels(path: str | Path, n_rows: int, num_classes: int) -> np.ndarray:
+    """Read an `ImageId,Label` file of test labels (same format as a submission)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"test labels file {path} not found: set data.test_labels=null or give its path")
+    frame = pd.read_csv(path)
+    if "Label" not in frame.columns or len(frame) != n_rows:
+        raise UserError(
+            f"test labels file {path} must have a 'Label' column and {n_rows} rows (one per test image), "
+            f"found columns {list(frame.columns)} and {len(frame)} rows"
+        )
+    _check_cells(frame[["Label"]], path, "test labels")
+    labels = frame["Label"].to_numpy()
+    _check_range(labels, path, "Label", 0, num_classes - 1, "a class index")
+    return labels.astype(np.int64)
+
+
+def _line(row: int) -> int:
+    return row + 2  # 1-based, after the header line
+
+
+def _check_cells(frame: pd.DataFrame, path, role) -> None:
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            numeric = pd.to_numeric(frame[col], errors="coerce")
+            bad = numeric.isna() & frame[col].notna()
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                raise UserError(
+                    f"{role} file {path}: non-numeric value {frame[col].iloc[row]!r} at line {_line(row)}, "
+                    f"column {col!r}: every cell must be a number"
+                )
+    missing = frame.isna().to_numpy()
+    if missing.any():
+        row, col = np.argwhere(missing)[0]
+        filled = int((~missing[row]).sum())
+        raise UserError(
+            f"{role} file {path}: missing value at line {_line(row)}, column {frame.columns[col]!r} "
+            f"(the row has {filled} of {frame.shape[1]} values): fill it in or drop the row"
+        )
+
+
+def _check_range(values, path, what, lo, hi, meaning, columns=None) -> None:
+    v = values.astype(np.float64) if values.dtype == object else values
+    bad = (v < lo) | (v > hi) | (v != np.round(v))
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        row = int(idx[0])
+        col = f", column {columns[idx[1]]!r}" if columns is not None and len(idx) > 1 else ""
+        raise UserError(
+            f"file {path}: {what} {values[tuple(idx)]!r} at line {_line(row)}{col} is not an integer "
+            f"in {lo}..{hi} ({meaning})"
+        )

@@ -1,0 +1,58 @@
+"""Pick the tf.distribute strategy: a TPU, several GPUs, or the default (one device)."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+NAMES = ("auto", "tpu", "mirrored", "default")
+# Set on Colab, Kaggle and Cloud TPU VMs; probing for a TPU without one of these can hang on
+# a metadata-server lookup, so `auto` only tries when there is a hint.
+_TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE", "KAGGLE_TPU")
+
+
+def make_strategy(cfg: DictConfig) -> tf.distribute.Strategy:
+    """Build the strategy named by `cfg.name`; `auto` prefers TPU, then several GPUs, then default."""
+    if cfg.name not in NAMES:
+        raise UserError(f"strategy={cfg.name!r} is not one of {NAMES}")
+    if cfg.name == "tpu" or (cfg.name == "auto" and _tpu_hinted()):
+        try:
+            return _tpu(cfg.tpu)
+        except (ValueError, RuntimeError, tf.errors.OpError) as e:
+            if cfg.name == "tpu":
+                raise UserError(f"strategy=tpu: no TPU could be resolved ({e}); use strategy=auto") from None
+            log.warning("a TPU was hinted at but did not resolve (%s); falling back", e)
+    gpus = tf.config.list_logical_devices("GPU")
+    if cfg.name == "mirrored" or (cfg.name == "auto" and len(gpus) > 1):
+        devices = list(cfg.devices) if cfg.devices else None
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.get_strategy()
+
+
+def _tpu_hinted() -> bool:
+    return any(os.environ.get(k) for k in _TPU_HINTS) or bool(glob.glob("/dev/accel*"))
+
+
+def _tpu(name: str | None) -> tf.distribute.Strategy:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=name or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def check_batch(batch_size: int, strategy: tf.distribute.Strategy) -> int:
+    """Return the per-replica batch; refuse a global batch that does not split evenly."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size < 1 or batch_size % replicas:
+        raise UserError(
+            f"batch_size={batch_size} does not split evenly over {replicas} replicas: "
+            f"use a multiple of {replicas}, e.g. batch_size={max(1, batch_size // replicas) * replicas}"
+        )
+    return batch_size // replicas
