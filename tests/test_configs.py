@@ -1,0 +1,63 @@
+"""Every config group composes and instantiates; unknown keys are rejected."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from conftest import REPO, compose_config
+from src.errors import UserError
+from src.strategy import check_batch, make_strategy
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def test_defaults_match_the_recipe():
+    cfg = compose_config()
+    assert (cfg.fold, cfg.epochs, cfg.batch_size, cfg.split) == (15, 45, 128, "kfold")
+    assert cfg.optimizer.learning_rate == 1e-3 and cfg.schedule.decay == 0.95
+    assert cfg.augment.rotation == 10 and cfg.augment.zoom == 0.1
+    assert cfg.strategy.name == "auto"
+    assert (cfg.data.train, cfg.data.test) == ("data/train.csv", "data/test.csv")
+
+
+@pytest.mark.parametrize("group", ["data", "model", "augment", "optimizer", "schedule", "strategy", "debug"])
+def test_every_option_composes(group):
+    for name in options(group):
+        cfg = compose_config([f"{group}={name}"])
+        if group == "model":
+            model = instantiate(cfg.model)(input_shape=(28, 28, 1), num_classes=10)
+            assert model.output_shape == (None, 10)
+        if group == "optimizer":
+            assert instantiate(cfg.optimizer)().learning_rate is not None
+
+
+def test_sample_data_suggests_its_own_batch_and_cli_wins():
+    assert compose_config(["data=sample"]).batch_size == 32
+    assert compose_config(["data=sample", "batch_size=64"]).batch_size == 64
+
+
+@pytest.mark.parametrize("bad", ["epoch=3", "model.dropuot=0.3", "augment.rotate=5", "data.path=x"])
+def test_unknown_keys_are_rejected(bad):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([bad])
+
+
+def test_default_strategy_on_cpu_and_unknown_name_refused():
+    assert make_strategy(compose_config(["strategy=default"]).strategy).num_replicas_in_sync == 1
+    assert make_strategy(compose_config().strategy).num_replicas_in_sync == 1  # auto on a CPU-only machine
+    cfg = compose_config()
+    cfg.strategy.name = "gpu"
+    with pytest.raises(UserError, match="not one of"):
+        make_strategy(cfg.strategy)
+
+
+def test_batch_must_split_evenly_over_replicas():
+    two = SimpleNamespace(num_replicas_in_sync=2)
+    assert check_batch(128, two) == 64
+    with pytest.raises(UserError, match="does not split evenly over 2 replicas"):
+        check_batch(33, two)
