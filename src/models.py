@@ -6,12 +6,21 @@ take raw 0-255 pixels and rescale inside, so a saved model needs no preprocessin
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
+
+
+def _batch_norm(momentum: float) -> layers.BatchNormalization:
+    # Unsynchronised, each replica of a multi-replica strategy keeps its own moving statistics
+    # and the saved model holds only the first replica's: its accuracy then differs from the
+    # val_accuracy measured during fit.
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return layers.BatchNormalization(momentum=momentum, synchronized=synchronized)
 
 
 def _conv_bn(x, filters: int, kernel: int, bn_momentum: float, strides: int = 1, padding: str = "valid"):
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum)(x)
+    x = _batch_norm(bn_momentum)(x)
     return layers.Activation("relu")(x)
 
 

@@ -110,7 +110,7 @@ def train_fold(
         model.compile(
             optimizer=instantiate(cfg.optimizer)(),
             loss="categorical_crossentropy",
-            metrics=["accuracy"],
+            weighted_metrics=["accuracy"],  # weighted, so padded validation rows (weight 0) don't count
         )
     steps = augment.steps_per_epoch(len(x_tr), cfg.batch_size)
     checkpoint = fold_dir / CHECKPOINT

@@ -34,7 +34,10 @@ def check_run_dir(run_dir, folds: int) -> dict:
     for k in range(1, folds + 1):
         fold_dir = run_dir / f"fold_{k}"
         assert (fold_dir / "model.keras").stat().st_size > 0
-        assert len(pd.read_csv(fold_dir / "history.csv")) >= 1
+        history = pd.read_csv(fold_dir / "history.csv")
+        assert len(history) >= 1
+        # The checkpoint's val_accuracy (padded batches) equals the accuracy of the reloaded best weights.
+        assert abs(history["val_accuracy"].max() - metrics["folds"][k - 1]["accuracy"]) < 1e-6
         assert {"val_index", "val_probs", "test_probs"} <= set(np.load(fold_dir / "predictions.npz").files)
     assert (run_dir / ".hydra" / "config.yaml").exists()
     return metrics
