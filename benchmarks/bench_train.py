@@ -63,7 +63,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from src import augment  # noqa: E402
 from src.data import parse_csv  # noqa: E402
 from src.split import make_folds  # noqa: E402
-from src.strategy import check_batch, make_strategy  # noqa: E402
+from src.strategy import check_batch, make_strategy, resolve_precision  # noqa: E402
 from src.train import RunClock, train_fold  # noqa: E402
 
 TARGET_TRAIN = 2_000.0  # images/s
@@ -74,8 +74,8 @@ N_TEST = 256  # rows train_fold predicts as its "test" set
 # ---------------------------------------------------------------------------------------------
 # config and data
 
-def compose_cfg(sample: bool, batch_size: int, epochs: int) -> DictConfig:
-    overrides = [
+def compose_cfg(sample: bool, batch_size: int, epochs: int, extra: list[str] = ()) -> DictConfig:
+    overrides = [*extra,
         f"data={'sample' if sample else 'digits'}",
         "strategy=default",
         f"batch_size={batch_size}",
@@ -181,15 +181,16 @@ def rates(seconds: list[float], images_per_epoch: int) -> dict:
 def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dict, dict, dict]:
     strategy = make_strategy(cfg.strategy)
     check_batch(cfg.batch_size, strategy)
+    precision = resolve_precision(cfg.precision, strategy)
     tr, va = make_folds(y, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)[0]
     tr, va = tr[:train_images], va[:val_images]
     arrays = (x[tr], y[tr], x[va], y[va], x[va[:N_TEST]])
     steps = augment.steps_per_epoch(len(tr), cfg.batch_size)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="bench_fold_") as tmp, timed_fit(timer):
-        result = train_fold(1, arrays, va, cfg, strategy, Path(tmp) / "fold_1", RunClock(1, cfg.epochs), int(cfg.data.num_classes))
+        result = train_fold(1, arrays, va, cfg, strategy, Path(tmp) / "fold_1", RunClock(1, cfg.epochs), int(cfg.data.num_classes), precision)
     per_epoch = steps * cfg.batch_size
-    info = {"train_rows": len(tr), "val_rows": len(va), "steps_per_epoch": steps, "epochs": cfg.epochs,
+    info = {"precision": precision, "train_rows": len(tr), "val_rows": len(va), "steps_per_epoch": steps, "epochs": cfg.epochs,
             "epoch_train_s": timer.train_s, "epoch_total_s": timer.epoch_s,
             "val_accuracy": result.accuracy, "fold_seconds": result.seconds}
     return rates(timer.train_s, per_epoch), rates(timer.epoch_s, per_epoch), info
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--val-images", type=int, default=1024, help="cap on the fold's validation rows")
     p.add_argument("--aug-batches", type=int, default=100, help="batches timed per augmentation repeat")
     p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the run's config, e.g. precision=mixed_bfloat16")
     p.add_argument("--diagnose", action="store_true", help="also time fit on in-memory batches, with deterministic=False, and under mixed_bfloat16")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
     args = p.parse_args(argv)
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--epochs must be at least 2 (the first epoch is dropped)")
 
     t0 = time.perf_counter()
-    cfg = compose_cfg(args.data is None, args.batch_size, args.epochs)
+    cfg = compose_cfg(args.data is None, args.batch_size, args.epochs, args.overrides)
     x, y, source = load_train(cfg, args.data)
     nc = int(cfg.data.num_classes)
     print(f"data {source}: {len(x):,} images {x.shape[1:]}; TF {tf.__version__}, Keras {keras.__version__}, "

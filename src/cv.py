@@ -29,7 +29,7 @@ from src import data as data_mod
 from src import ensemble
 from src.errors import UserError
 from src.split import make_folds
-from src.strategy import check_batch, make_strategy
+from src.strategy import check_batch, make_strategy, resolve_precision
 from src.train import RunClock, train_fold
 
 log = logging.getLogger(__name__)
@@ -48,19 +48,20 @@ def run(cfg: DictConfig, run_dir: Path) -> ensemble.Ensemble:
     folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
     strategy = make_strategy(cfg.strategy)
     per_replica = check_batch(cfg.batch_size, strategy)
+    precision = resolve_precision(cfg.precision, strategy)
     smallest = min(len(tr) for tr, _ in folds)
     if smallest < cfg.batch_size:
         raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
     log.info(
-        "%d fold(s) × %d epoch(s), batch %d (%d per replica × %d replica(s), %s)",
+        "%d fold(s) × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s",
         len(folds), cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
-        type(strategy).__name__,
+        type(strategy).__name__, precision,
     )
     clock = RunClock(len(folds), cfg.epochs)
     results = []
     for k, (tr, va) in enumerate(folds, start=1):
         arrays = (dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], dataset.x_test)
-        result = train_fold(k, arrays, va, cfg, strategy, run_dir / f"fold_{k}", clock, dataset.num_classes)
+        result = train_fold(k, arrays, va, cfg, strategy, run_dir / f"fold_{k}", clock, dataset.num_classes, precision)
         log.info("fold %d/%d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
         results.append(result)
     ens = ensemble.combine(results, dataset.y_train, dataset.y_test)

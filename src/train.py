@@ -98,12 +98,17 @@ def train_fold(
     fold_dir: Path,
     clock: RunClock,
     num_classes: int,
+    precision: str = "float32",
 ) -> FoldResult:
-    """Fit fold `fold` (1-based) on `data` = (x_train, y_train, x_val, y_val, x_test); save to `fold_dir`."""
+    """Fit fold `fold` (1-based) on `data` = (x_train, y_train, x_val, y_val, x_test); save to `fold_dir`.
+
+    `precision` is a Keras dtype policy name (see `src.strategy.resolve_precision`).
+    """
     x_tr, y_tr, x_va, y_va, x_test = data
     start = time.perf_counter()
     fold_dir.mkdir(parents=True, exist_ok=True)
-    keras.backend.clear_session()
+    keras.backend.clear_session()  # also resets the dtype policy, so set it after
+    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(cfg.seed + fold)
     with strategy.scope():
         model = instantiate(cfg.model)(input_shape=x_tr.shape[1:], num_classes=num_classes)
