@@ -1,8 +1,9 @@
 """tf.data pipelines from uint8 arrays, with random affine augmentation of whole batches.
 
 Training batches are fixed-shape (`drop_remainder`), so the same pipeline feeds a TPU. The
-training stream repeats forever and each batch draws its transforms from a stateless seed made
-of (seed, batch number), so every epoch sees fresh transforms and a rerun sees the same ones.
+training stream is endless; every epoch is a fresh permutation with fresh transforms, all drawn
+from stateless seeds made of (seed, epoch, batch), so a rerun, or a fold resumed at epoch e,
+sees the same batches.
 Validation and test data are never augmented; their last batch is padded to full size and the
 padding carries zero weight (validation) or is cut off after predicting (test).
 """
@@ -49,21 +50,35 @@ def random_affine(images: tf.Tensor, cfg: DictConfig, seed: tf.Tensor) -> tf.Ten
     )
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int) -> tf.data.Dataset:
-    """Endless shuffled, augmented, one-hot batches of exactly `batch_size` images."""
+def train_dataset(
+    x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int, start_epoch: int = 0
+) -> tf.data.Dataset:
+    """Endless augmented, one-hot batches of exactly `batch_size` images, `steps_per_epoch` per epoch.
+
+    Epoch e is a fresh permutation drawn from (seed, e), cut to whole batches, and batch i of
+    it is transformed with seed (seed, e, i): the stream depends only on the epoch number, so a
+    fold resumed at `start_epoch` sees exactly the batches an uninterrupted run would have.
+    """
     if len(x) < batch_size:
         raise ValueError(f"{len(x)} training images is fewer than one batch of {batch_size}: lower batch_size")
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+    steps = steps_per_epoch(len(x), batch_size)
+    images, labels = tf.constant(x), tf.constant(y)
 
-    def prepare(step, batch):
-        images, labels = batch
-        images = tf.cast(images, tf.float32)
+    def key(epoch):
+        return tf.stack([tf.constant(seed, tf.int64), epoch])
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), key(epoch))
+        batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
+        return tf.data.Dataset.from_tensor_slices(batches).enumerate().map(lambda i, idx: (epoch, i, idx))
+
+    def prepare(epoch, i, idx):
+        batch = tf.cast(tf.gather(images, idx), tf.float32)
         if cfg.enabled:
-            images = random_affine(images, cfg, tf.stack([tf.constant(seed, tf.int64), step]))
-        return images, tf.one_hot(labels, num_classes)
+            batch = random_affine(batch, cfg, tf.random.experimental.stateless_fold_in(key(epoch), i))
+        return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 

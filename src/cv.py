@@ -2,87 +2,163 @@
 
 Everything of a run goes to Hydra's run dir (`outputs/<date>/<time>/`, or `hydra.run.dir=...`):
 
-    .hydra/config.yaml     the resolved config (overrides.yaml: what was typed)
-    cv.log                 the console log
-    fold_<k>/model.keras   fold k's best epoch by val_accuracy
+    run.json               the config keys that change results, the data files' SHA-256, package versions
+    cv.log                 the console log (appended to by every process that works on the run)
+    fold_<k>/model.keras   fold k's best epoch by val_accuracy (k = 0 .. fold-1)
     fold_<k>/history.csv   fold k's loss, accuracy and learning rate per epoch
-    fold_<k>/predictions.npz  fold k's validation rows, their probabilities, test probabilities
+    fold_<k>/predictions.npz  fold k's validation rows, labels, probabilities, test probabilities
+    fold_<k>/done.json     fold k is complete (scores and the hashes of its files); written last
     oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
     test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
     submission.csv         ImageId,Label for Kaggle
     metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
 
-The task function returns the mean CV accuracy, so a Hydra sweeper can maximise it.
+Running the same command with the same run dir resumes: complete folds are skipped, an
+interrupted fold continues from its last finished epoch. `fold_index=k` (or a list) trains only
+those folds, so fold jobs can run in parallel into one run dir; whichever finishes the last fold
+builds the ensemble. The task function returns the mean CV accuracy, so a sweeper can maximise it.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
+import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig
 
 from src import data as data_mod
-from src import ensemble
+from src import ensemble, runstate
 from src.errors import UserError
 from src.split import make_folds
-from src.strategy import check_batch, make_strategy, resolve_precision
+from src.strategy import check_batch, configure_threads, is_chief, make_strategy, resolve_precision, worker_id
 from src.train import RunClock, train_fold
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> ensemble.Ensemble:
-    """Load and check the data, train every fold, write the ensemble; return it."""
-    if (run_dir / ensemble.METRICS).exists():
-        raise UserError(
-            f"{run_dir} already holds a finished run ({ensemble.METRICS}); "
-            "choose another hydra.run.dir or move that run away"
-        )
+def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ensemble | None:
+    """Check the data, train the folds asked for that are not complete, and build the ensemble
+    once every fold is complete; returns it (None while folds are missing)."""
+    threads = configure_threads(cfg.threads, parallel_jobs)  # before TensorFlow's first op
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
     dataset = data_mod.load(cfg.data)
     folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
+    wanted = select_folds(cfg.fold_index, len(folds))
     strategy = make_strategy(cfg.strategy)
     per_replica = check_batch(cfg.batch_size, strategy)
     precision = resolve_precision(cfg.precision, strategy)
     smallest = min(len(tr) for tr, _ in folds)
     if smallest < cfg.batch_size:
         raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
+    if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
+        run_dir = run_dir / f".{worker_id(strategy)}"
+    runstate.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
+    runstate.claim(run_dir, runstate.identity(cfg, dataset.digests), cfg,
+                   {"train": len(dataset.y_train), "test": len(dataset.x_test)})
+
+    todo = [k for k in wanted if runstate.load_complete(runstate.fold_dir(run_dir, k)) is None]
     log.info(
-        "%d fold(s) × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s",
-        len(folds), cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
-        type(strategy).__name__, precision,
+        "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
+        len(folds), len(todo), todo, cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
+        type(strategy).__name__, precision, f", {threads} thread(s)" if threads else "",
     )
-    clock = RunClock(len(folds), cfg.epochs)
-    results = []
-    for k, (tr, va) in enumerate(folds, start=1):
-        arrays = (dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], dataset.x_test)
-        result = train_fold(k, arrays, va, cfg, strategy, run_dir / f"fold_{k}", clock, dataset.num_classes, precision)
-        log.info("fold %d/%d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
-        results.append(result)
-    ens = ensemble.combine(results, dataset.y_train, dataset.y_test)
-    ensemble.write(run_dir, ens, dataset.y_train)
+    clock = RunClock(len(todo), cfg.epochs)
+    for k in todo:
+        fdir = runstate.fold_dir(run_dir, k)
+        with runstate.fold_lock(fdir) as mine:
+            if not mine:
+                log.warning("fold %d is being trained by another process: left to it", k)
+                continue
+            if runstate.load_complete(fdir) is not None:  # finished by another process meanwhile
+                continue
+            tr, va = folds[k]
+            arrays = (dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], dataset.x_test)
+            result = train_fold(k, arrays, va, cfg, strategy, fdir, clock, dataset.num_classes, precision)
+        log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
+
+    missing = [k for k in range(len(folds)) if runstate.load_complete(runstate.fold_dir(run_dir, k)) is None]
+    if missing:
+        log.info("folds %s of %s are not complete yet; the job that finishes the last one builds the ensemble "
+                 "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
+        return None
+    ens = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
     log.info("results in %s\n%s", run_dir, ensemble.summary(ens))
     return ens
 
 
+def select_folds(fold_index, folds: int) -> list[int]:
+    """The 0-based folds to train: all when `fold_index` is null, else the one or the list given."""
+    if fold_index is None:
+        return list(range(folds))
+    chosen = list(fold_index) if isinstance(fold_index, (list, tuple, ListConfig)) else [fold_index]
+    bad = [k for k in chosen if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < folds]
+    if bad or not chosen:
+        raise UserError(f"fold_index={fold_index!r}: need fold numbers in 0..{folds - 1} (fold={folds}), e.g. fold_index=0 or fold_index=[0,2]")
+    return sorted(set(chosen))
+
+
+def _bytes_needed(cfg: DictConfig, dataset: data_mod.Dataset, folds: int) -> int:
+    """A generous estimate of what the run writes: per fold two models with optimizer state and
+    the predictions, plus the ensemble's CSVs."""
+    classes = dataset.num_classes
+    model_bytes = 3 * 4 * 400_000 + (1 << 20)  # the default CNN: ~330k parameters, float32, weights + Adam moments
+    predictions = 4 * classes * (len(dataset.y_train) // max(cfg.fold, 1) + len(dataset.x_test))
+    csvs = 12 * classes * (len(dataset.y_train) + len(dataset.x_test))
+    return folds * (3 * model_bytes + predictions) + csvs + (16 << 20)
+
+
+def run_dir_of(hc) -> Path:
+    """This job's run dir. In a multirun of fold jobs (`fold_index` swept), the jobs that differ only
+    in fold_index share one run dir under the sweep dir, named by their other overrides."""
+    own = Path(hc.runtime.output_dir)
+    if hc.mode != RunMode.MULTIRUN:
+        return own
+    task = list(hc.overrides.task)
+    if not any(o.split("=", 1)[0].lstrip("+~") == "fold_index" for o in task):
+        return own
+    rest = sorted(o for o in task if o.split("=", 1)[0].lstrip("+~") != "fold_index")
+    if not rest:
+        return Path(hc.sweep.dir)
+    name = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", ",".join(rest))
+    if len(name) > 80:
+        name = name[:70] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return Path(hc.sweep.dir) / name
+
+
+def parallel_jobs_of(hc) -> int:
+    """How many jobs of this sweep run at once on this machine (joblib launcher), else 1."""
+    if hc.mode != RunMode.MULTIRUN or "n_jobs" not in hc.launcher:
+        return 1
+    n, cores = int(hc.launcher.n_jobs), os.cpu_count() or 1
+    return max(1, cores + 1 + n if n < 0 else n)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean CV accuracy (the value a sweeper optimises)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    fresh = {p.name for p in run_dir.iterdir()} <= {".hydra", "cv.log"}
+    hc = HydraConfig.get()
+    run_dir = run_dir_of(hc)
+    fresh = not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".hydra", "cv.log"}
     try:
-        return run(cfg, run_dir).metrics["cv_mean"]
+        ens = run(cfg, run_dir, parallel_jobs_of(hc))
     except UserError as e:
         log.error("%s", e)
-        if fresh:  # nothing of value there yet: leave no trace of a run that never started
+        if fresh and run_dir == Path(hc.runtime.output_dir):  # nothing of value there: leave no trace
             logging.shutdown()
             shutil.rmtree(run_dir, ignore_errors=True)
         sys.exit(f"error: {e}")
+    return ens.metrics["cv_mean"] if ens else None
 
 
 if __name__ == "__main__":

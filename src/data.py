@@ -5,7 +5,6 @@ uint8 images of shape (N, H, W, C) and integer labels in [0, num_classes).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -20,6 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from src.errors import UserError
+from src.files import sha256
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Dataset:
     x_test: np.ndarray  # (M, H, W, C) uint8
     y_test: np.ndarray | None  # (M,) int64 when test labels were given
     num_classes: int
+    digests: dict[str, str]  # SHA-256 of the train and test files' bytes: which data a run used
 
 
 def load(cfg: DictConfig) -> Dataset:
@@ -57,16 +58,7 @@ def load(cfg: DictConfig) -> Dataset:
     if cfg.test_labels:
         y_test = read_labels(cfg.test_labels, len(test[0]), cfg.num_classes)
     log.info("train %s: %d images; test %s: %d images", cfg.train, len(train[0]), cfg.test, len(test[0]))
-    return Dataset(train[0], train[1], test[0], y_test, int(cfg.num_classes))
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes: the cache key, so an edited file is always re-parsed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return Dataset(train[0], train[1], test[0], y_test, int(cfg.num_classes), {"train": train[2], "test": test[2]})
 
 
 def _read(path, role, shape, num_classes, memory, train_path=None):
@@ -77,7 +69,8 @@ def _read(path, role, shape, num_classes, memory, train_path=None):
         raise UserError(f"{role} file {path} is empty: replace it with the competition's {role}.csv")
     # path and train_path only word error messages, and errors are never cached: the key is the content
     parse = memory.cache(parse_csv, ignore=["path", "train_path"]) if memory else parse_csv
-    return parse(str(path), file_digest(path), role, shape, num_classes, train_path and str(train_path))
+    digest = sha256(path)
+    return (*parse(str(path), digest, role, shape, num_classes, train_path and str(train_path)), digest)
 
 
 def parse_csv(path: str, digest: str, role: str, shape: tuple, num_classes: int, train_path: str | None = None):

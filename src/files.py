@@ -1,6 +1,7 @@
 """Atomic file writes: a killed run never leaves a half-written file under the final name."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -9,13 +10,20 @@ from typing import Callable
 
 import pandas as pd
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Keep the final suffixes (".keras", ".weights.h5"): Keras picks the format by them.
+    suffixes = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual permissions
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -33,3 +41,12 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
 def write_json(path: str | Path, obj: object) -> Path:
     """Write an object as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 
@@ -12,7 +13,7 @@ from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "tpu", "mirrored", "default")
+NAMES = ("auto", "tpu", "mirrored", "multi_worker", "default")
 # Set on Colab, Kaggle and Cloud TPU VMs; probing for a TPU without one of these can hang on
 # a metadata-server lookup, so `auto` only tries when there is a hint.
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE", "KAGGLE_TPU")
@@ -22,6 +23,8 @@ def make_strategy(cfg: DictConfig) -> tf.distribute.Strategy:
     """Build the strategy named by `cfg.name`; `auto` prefers TPU, then several GPUs, then default."""
     if cfg.name not in NAMES:
         raise UserError(f"strategy={cfg.name!r} is not one of {NAMES}")
+    if cfg.name == "multi_worker":
+        return _multi_worker()
     if cfg.name == "tpu" or (cfg.name == "auto" and _tpu_hinted()):
         try:
             return _tpu(cfg.tpu)
@@ -73,6 +76,60 @@ def _tpu(name: str | None) -> tf.distribute.Strategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _multi_worker() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over the cluster that TF_CONFIG describes (one process per machine)."""
+    try:
+        spec = json.loads(os.environ["TF_CONFIG"])
+        task = spec["task"]["type"], int(spec["task"]["index"])
+        workers = sum(len(v) for v in spec["cluster"].values())
+    except KeyError:
+        raise UserError(
+            "strategy=multi_worker needs TF_CONFIG, e.g. "
+            '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\' '
+            "set on every machine with its own index"
+        ) from None
+    except (ValueError, TypeError) as e:
+        raise UserError(f"TF_CONFIG is not valid JSON with cluster and task ({e})") from None
+    log.info("multi-worker: %s %d of %d worker(s)", *task, workers)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's results (under MultiWorkerMirroredStrategy, only one does)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> str:
+    resolver = strategy.cluster_resolver
+    return f"{resolver.task_type}_{resolver.task_id}"
+
+
+def configure_threads(threads: int | str | None, parallel_jobs: int) -> int | None:
+    """Cap TensorFlow's CPU threads; `auto` gives each of `parallel_jobs` processes an equal share.
+
+    Must run before TensorFlow executes its first op. Returns the cap, or None when left to TF.
+    """
+    cores = len(os.sched_getaffinity(0))
+    if threads in (None, "auto"):
+        if parallel_jobs <= 1:
+            return None
+        threads = max(1, cores // min(parallel_jobs, cores))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads={threads!r}: need a whole number of threads, at least 1, or auto")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a reused worker process whose TensorFlow already runs: keep its setting
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            log.warning("TensorFlow already started in this process: threads=%d not applied", threads)
+    return threads
 
 
 def check_batch(batch_size: int, strategy: tf.distribute.Strategy) -> int:

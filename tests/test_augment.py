@@ -61,6 +61,22 @@ def test_training_batches_are_fixed_shape_and_fresh_every_epoch(digits):
     np.testing.assert_array_equal(plain, same.astype(np.float32))
 
 
+def test_each_epoch_is_a_fresh_permutation_and_a_resumed_stream_repeats_it(digits):
+    x, y = digits
+    cfg = compose_config().augment
+    n, batch = 100, 32  # 3 full batches an epoch, 4 rows left out (different ones each epoch)
+    ids = np.arange(n)
+    stream = augment.train_dataset(x[:n], ids, cfg, batch, n, seed=3)
+    epochs = [np.concatenate([lab.numpy().argmax(1) for _, lab in stream.skip(3 * e).take(3)]) for e in range(3)]
+    for rows in epochs:
+        assert len(rows) == 96 and len(set(rows)) == 96  # no row twice within an epoch
+    assert not np.array_equal(epochs[0], epochs[1])
+    resumed = augment.train_dataset(x[:n], ids, cfg, batch, n, seed=3, start_epoch=2)
+    for (img_a, lab_a), (img_b, lab_b) in zip(stream.skip(6).take(3), resumed.take(3)):
+        np.testing.assert_array_equal(lab_a.numpy(), lab_b.numpy())
+        np.testing.assert_array_equal(img_a.numpy(), img_b.numpy())
+
+
 def test_eval_dataset_pads_with_zero_weight_and_is_not_augmented(digits):
     x, y = digits[0][:70], digits[1][:70]
     batches = list(augment.eval_dataset(x, y, 32, 10))

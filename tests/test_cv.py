@@ -20,7 +20,8 @@ def check_run_dir(run_dir, folds: int) -> dict:
     assert sub["Label"].between(0, 9).all()
 
     oof = pd.read_csv(run_dir / "oof.csv")
-    assert len(oof) == N_TRAIN and set(oof["fold"]) == set(range(1, folds + 1))
+    assert len(oof) == N_TRAIN and set(oof["fold"]) == set(range(folds))
+    assert sorted(oof["row"]) == list(range(N_TRAIN))
     probs = oof[[f"p{c}" for c in range(10)]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
     recomputed = float(np.mean(probs.argmax(1) == oof["label"].to_numpy()))
@@ -31,16 +32,25 @@ def check_run_dir(run_dir, folds: int) -> dict:
 
     test_probs = pd.read_csv(run_dir / "test_probs.csv")
     assert (test_probs[[f"p{c}" for c in range(10)]].to_numpy().argmax(1) == sub["Label"].to_numpy()).all()
-    for k in range(1, folds + 1):
+    for k in range(folds):
         fold_dir = run_dir / f"fold_{k}"
         assert (fold_dir / "model.keras").stat().st_size > 0
         history = pd.read_csv(fold_dir / "history.csv")
         assert len(history) >= 1
         # The checkpoint's val_accuracy (padded batches) equals the accuracy of the reloaded best weights.
-        assert abs(history["val_accuracy"].max() - metrics["folds"][k - 1]["accuracy"]) < 1e-6
-        assert {"val_index", "val_probs", "test_probs"} <= set(np.load(fold_dir / "predictions.npz").files)
-    assert (run_dir / ".hydra" / "config.yaml").exists()
+        assert abs(history["val_accuracy"].max() - metrics["folds"][k]["accuracy"]) < 1e-6
+        assert {"val_index", "val_labels", "val_probs", "test_probs"} <= set(np.load(fold_dir / "predictions.npz").files)
+        assert json.loads((fold_dir / "done.json").read_text())["fold"] == k
+        assert not (fold_dir / "train").exists()  # the resume state goes once the fold is complete
+    assert metrics["complete"] and metrics["folds_missing"] == []
+    run = json.loads((run_dir / "run.json").read_text())
+    assert set(run["data"]) == {"train", "test"} and run["versions"]["tensorflow"]
     return metrics
+
+
+def hydra_config(run_dir) -> dict:
+    """The resolved config Hydra saved for the (latest) invocation in run_dir."""
+    return yaml.safe_load(sorted((run_dir / ".hydra").glob("*/config.yaml"))[-1].read_text())
 
 
 def test_full_run_writes_consistent_results(tiny, tmp_path):
@@ -51,16 +61,17 @@ def test_full_run_writes_consistent_results(tiny, tmp_path):
     sub = pd.read_csv(run_dir / "submission.csv")
     assert metrics["test_accuracy"] == float(np.mean(sub["Label"].to_numpy() == labels))
     log = (run_dir / "cv.log").read_text()
-    assert "fold 2/2 epoch 1/1" in log and "val_accuracy" in log and "img/s" in log and "ETA" in log
+    assert "fold 1 of 2 epoch 1/1" in log and "val_accuracy" in log and "img/s" in log and "ETA" in log
     assert "mean CV accuracy" in log
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    config = hydra_config(run_dir)
     assert config["fold"] == 2 and config["batch_size"] == 32
 
-    # A second run into the same dir must not overwrite the finished one.
-    before = (run_dir / "submission.csv").read_bytes()
-    again = run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"], check=False)
-    assert again.returncode != 0 and "already holds a finished run" in again.stderr
-    assert (run_dir / "submission.csv").read_bytes() == before
+    # The same command again finds the run finished: nothing is retrained or rewritten.
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".log"}
+    run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"])
+    assert "already holds this ensemble of 2 fold(s)" in (run_dir / "cv.log").read_text()
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
+    assert after == before
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tiny, tmp_path):
@@ -84,4 +95,4 @@ def test_multirun_sweeps_two_settings(tiny, tmp_path):
     run_cv(["-m", "model.dropout=0.3,0.5"] + tiny_overrides(tiny, tmp_path) + [f"hydra.sweep.dir={sweep}"])
     for job, dropout in (("0", 0.3), ("1", 0.5)):
         check_run_dir(sweep / job, folds=2)
-        assert yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())["model"]["dropout"] == dropout
+        assert hydra_config(sweep / job)["model"]["dropout"] == dropout

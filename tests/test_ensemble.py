@@ -14,15 +14,23 @@ def one_hot(labels, classes=10):
 
 
 def test_combine_averages_test_and_scores_oof():
-    y = np.array([0, 1, 2, 3])
-    f1 = FoldResult(1, np.array([0, 1]), one_hot([0, 2]), one_hot([5, 5, 1]), 0.5, 1, 1.0)
-    f2 = FoldResult(2, np.array([2, 3]), one_hot([2, 3]), one_hot([5, 6, 1]) * 0.5 + one_hot([5, 5, 6]) * 0.5, 1.0, 1, 1.0)
-    ens = combine([f1, f2], y, y_test=np.array([5, 6, 1]))
+    f0 = FoldResult(0, np.array([0, 1]), np.array([0, 1]), one_hot([0, 2]), one_hot([5, 5, 1]), 0.5, 1, 1.0)
+    f1 = FoldResult(1, np.array([2, 3]), np.array([2, 3]), one_hot([2, 3]), one_hot([5, 6, 1]) * 0.5 + one_hot([5, 5, 6]) * 0.5, 1.0, 1, 1.0)
+    ens = combine([f0, f1], 4, y_test=np.array([5, 6, 1]))
     assert ens.submission["Label"].tolist() == [5, 5, 1]  # row 1: 5 has 0.75 of the mean, 6 has 0.25
-    assert ens.oof_fold.tolist() == [1, 1, 2, 2]
+    assert ens.oof_fold.tolist() == [0, 0, 1, 1]
+    assert ens.metrics["complete"] and ens.metrics["folds_missing"] == []
     assert ens.metrics["oof_accuracy"] == 0.75
     assert ens.metrics["cv_mean"] == 0.75
     assert ens.metrics["test_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_partial_ensemble_names_missing_folds():
+    f1 = FoldResult(1, np.array([2, 3]), np.array([2, 3]), one_hot([2, 0]), one_hot([5, 6, 1]), 0.5, 1, 1.0)
+    ens = combine([f1], 6, missing=[0, 2])
+    assert ens.oof_fold.tolist() == [-1, -1, 1, 1, -1, -1]
+    assert ens.metrics["oof_rows"] == 2 and ens.metrics["oof_accuracy"] == 0.5
+    assert not ens.metrics["complete"] and ens.metrics["folds_missing"] == [0, 2]
 
 
 def test_submission_check_rejects_bad_frames():
