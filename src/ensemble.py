@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from src import runstate
 from src.data import read_labels
 from src.errors import UserError
-from src.files import write_csv, write_json
+from src.files import remove_stale_temps, write_csv, write_json
 from src.train import FoldResult
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
     if _read_metrics(run_dir) == json.loads(json.dumps(ens.metrics)):
         log.info("%s already holds this ensemble of %d fold(s): results left as they are", run_dir, len(results))
         return ens
+    remove_stale_temps(run_dir)
     write(run_dir, ens)
     if missing:
         log.warning(

@@ -175,12 +175,6 @@ def fold_lock(fdir: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def remove_stale_temps(directory: Path) -> None:
-    """Delete temporary files left by a process killed mid-write (they are never read)."""
-    for tmp in directory.glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
-
-
 def _flatten(tree, prefix: str = "") -> dict:
     if isinstance(tree, dict):
         out = {}

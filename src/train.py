@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src import augment, runstate
-from src.files import atomic_write, sha256, write_csv, write_json
+from src.files import atomic_write, remove_stale_temps, sha256, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def train_fold(
     start = time.perf_counter()
     state_dir = fold_dir / "train"
     state_dir.mkdir(parents=True, exist_ok=True)
-    runstate.remove_stale_temps(fold_dir)
-    runstate.remove_stale_temps(state_dir)
+    remove_stale_temps(fold_dir, anyone=True)  # the caller holds the fold's lock
+    remove_stale_temps(state_dir, anyone=True)
     keras.backend.clear_session()  # also resets the dtype policy, so set it after
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(cfg.seed + fold)

@@ -1,0 +1,199 @@
+"""Interrupted runs resume: processes SIGKILLed at several points, then the same command again."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_cv import check_run_dir
+
+from conftest import run_cv, tiny_overrides
+
+# Kill this process once fit reaches fold `FOLD`'s epoch `EPOCH` (1-based), batch `BATCH`.
+KILL_MID_EPOCH = """
+import os, signal, keras
+_fit, _calls = keras.Model.fit, []
+class _Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+    def on_train_batch_end(self, batch, logs=None):
+        if len(_calls) == {fold} + 1 and self.epoch == {epoch} and batch == {batch}:
+            os.kill(os.getpid(), signal.SIGKILL)
+def fit(self, *args, callbacks=(), **kwargs):
+    _calls.append(1)
+    return _fit(self, *args, callbacks=[*callbacks, _Kill()], **kwargs)
+keras.Model.fit = fit
+"""
+
+# Kill this process halfway through writing the file named `NAME` whose path contains `INSIDE`:
+# the temporary file is left half-written, the final name never appears.
+KILL_IN_WRITE = """
+import os, signal, socket
+from pathlib import Path
+import src.files, src.runstate, src.train
+_atomic = src.files.atomic_write
+def atomic_write(path, write):
+    path = Path(path)
+    if path.name == {name!r} and {inside!r} in str(path):
+        suffixes = "".join(path.suffixes)
+        owner = f"{{socket.gethostname().split('.')[0]}}-{{os.getpid()}}"
+        tmp = path.with_name(f".{{path.name[: -len(suffixes)]}}.{{owner}}.killed.tmp{{suffixes}}")
+        write(tmp)
+        os.truncate(tmp, os.path.getsize(tmp) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _atomic(path, write)
+for module in (src.files, src.runstate, src.train):
+    module.atomic_write = atomic_write
+"""
+
+
+def snapshot(fold_dir):
+    """Bytes and modification time of a fold's finished files: equal means not retrained."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in fold_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def killed(args, prelude):
+    proc = run_cv(args, prelude=prelude, check=False)
+    assert proc.returncode == -9, f"expected SIGKILL, got {proc.returncode}:\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize(
+    "where, prelude",
+    [
+        ("mid-epoch of the second fold", KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2)),
+        ("writing the second fold's epoch-2 backup", KILL_IN_WRITE.format(name="last-2.weights.h5", inside="fold_1/train")),
+        ("writing the second fold's final model", KILL_IN_WRITE.format(name="model.keras", inside="fold_1")),
+        ("writing the submission", KILL_IN_WRITE.format(name="submission.csv", inside="")),
+    ],
+)
+def test_killed_run_resumes_without_retraining_finished_folds(tiny, tmp_path, where, prelude):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
+    killed(args, prelude)
+    assert not (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "fold_0" / "done.json").read_text())["fold"] == 0
+    fold0 = snapshot(run_dir / "fold_0")
+    state = run_dir / "fold_1" / "train" / "state.json"
+    resumable = state.exists()
+    if resumable:  # killed inside fold 1's epoch 2 (or its backup): epoch 1 is committed; or after epoch 2
+        committed = json.loads(state.read_text())["epoch"]
+        assert committed == (2 if "final model" in where else 1)
+
+    run_cv(args)
+    metrics = check_run_dir(run_dir, folds=2)
+    assert snapshot(run_dir / "fold_0") == fold0  # the finished fold was not retrained
+    log = (run_dir / "cv.log").read_text()
+    if resumable:
+        assert f"fold 1: resuming after epoch {committed}" in log
+    history = (run_dir / "fold_1" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]  # each epoch once, in order
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1]
+    assert not list(run_dir.rglob(".*.tmp*"))  # no half-written leftovers
+
+
+def test_config_change_is_refused_naming_keys_and_harmless_change_allowed(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}", "fold_index=0"]
+    run_cv(args)
+    assert (run_dir / "fold_0" / "done.json").exists() and not (run_dir / "metrics.json").exists()
+    before = snapshot(run_dir / "fold_0")
+
+    refused = run_cv(args + ["seed=7", "model.dropout=0.3"], check=False)
+    assert refused.returncode != 0
+    assert "different config" in refused.stderr and "seed: 42 → 7" in refused.stderr and "model.dropout: 0.4 → 0.3" in refused.stderr
+
+    other = tmp_path / "other.csv"
+    other.write_text(tiny["train"].read_text().replace("\n5,", "\n3,", 1))  # one label changed
+    refused = run_cv(args + [f"data.train={other}"], check=False)
+    assert refused.returncode != 0 and "different data" in refused.stderr
+
+    assert snapshot(run_dir / "fold_0") == before
+    # Verbosity and which folds to train do not change results: the run goes on.
+    run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}", "verbose=false"])
+    check_run_dir(run_dir, folds=2)
+    assert snapshot(run_dir / "fold_0") == before
+
+
+def test_damaged_checkpoints_are_detected_and_retrained(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
+    killed(args, KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2))
+    # A finished fold's checkpoint truncated, and the interrupted fold's backup overwritten.
+    model = run_dir / "fold_0" / "model.keras"
+    model.write_bytes(model.read_bytes()[:1000])
+    state = json.loads((run_dir / "fold_1" / "train" / "state.json").read_text())
+    (run_dir / "fold_1" / "train" / state["last_file"]).write_bytes(b"not hdf5")
+
+    run_cv(args)
+    check_run_dir(run_dir, folds=2)
+    log = (run_dir / "cv.log").read_text()
+    assert "fold fold_0 is damaged (model.keras" in log
+    assert "fold 1: the saved training state" in log and "damaged" in log
+    assert "resuming" not in log
+
+
+def test_fold_jobs_in_parallel_into_one_run_dir_then_ensemble(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run_dir = tmp_path / "run"
+    base = tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"]
+    # Only fold 0 first: no ensemble yet; src.ensemble builds a partial one and names the missing fold.
+    run_cv(base + ["fold_index=0"])
+    assert not (run_dir / "metrics.json").exists()
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "src.ensemble", f"run_dir={run_dir}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    partial = json.loads((run_dir / "metrics.json").read_text())
+    assert partial["folds_missing"] == [1] and not partial["complete"] and partial["oof_rows"] == 165
+    assert "missing fold(s) [1]" in (run_dir / "ensemble.log").read_text()
+
+    # Folds 1 and 0 again, as two processes at once: fold 0 is complete and skipped.
+    jobs = [subprocess.Popen([sys.executable, "-m", "src.cv", *base, f"fold_index={k}"], cwd=REPO,
+                             env={**env, "HOME": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for k in (1, 0)]
+    for job in jobs:
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-2000:]
+    metrics = check_run_dir(run_dir, folds=2)
+    assert metrics["complete"]
+
+    proc = subprocess.run([sys.executable, "-m", "src.ensemble", f"run_dir={run_dir}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+
+def test_joblib_multirun_of_fold_jobs_shares_one_run_dir(tiny, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cv(["-m", "fold_index=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+           + tiny_overrides(tiny, tmp_path) + [f"hydra.sweep.dir={sweep}"])
+    run_dirs = {p.parent for p in sweep.rglob("run.json")}
+    assert len(run_dirs) == 1
+    run_dir = run_dirs.pop()
+    check_run_dir(run_dir, folds=2)
+    logs = "".join(p.read_text() for p in sweep.glob("*/cv.log"))
+    assert "1 thread(s)" in logs  # 2 jobs on 2 cores: one thread each
+
+
+def test_deterministic_runs_are_identical_byte_for_byte(tiny, tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        run_cv(tiny_overrides(tiny, tmp_path) + ["deterministic=true", f"hydra.run.dir={run_dir}"])
+        outputs.append({f: (run_dir / f).read_bytes() for f in ("submission.csv", "oof.csv", "test_probs.csv")})
+        outputs[-1]["probs"] = np.load(run_dir / "fold_1" / "predictions.npz")["test_probs"].tobytes()
+    assert outputs[0] == outputs[1]
+
+
+def test_full_disk_is_refused_before_training(tiny, tmp_path):
+    prelude = (
+        "import shutil, collections\n"
+        "shutil.disk_usage = lambda p: collections.namedtuple('u', 'total used free')(10**9, 10**9 - 10**6, 10**6)\n"
+    )
+    run_dir = tmp_path / "run"
+    proc = run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"], prelude=prelude, check=False)
+    assert proc.returncode != 0 and "MiB free" in proc.stderr and "needs about" in proc.stderr
+    assert not list(run_dir.glob("fold_*"))
