@@ -72,3 +72,12 @@ def test_precision_auto_and_named():
     assert resolve_precision("auto", default) == ("mixed_bfloat16" if _cpu_has_bf16() else "float32")
     with pytest.raises(UserError, match="not one of"):
         resolve_precision("fp8", default)
+
+
+@pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_shipped_launcher_configs_compose(launcher, target):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
