@@ -188,12 +188,22 @@ def test_deterministic_runs_are_identical_byte_for_byte(tiny, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_full_disk_is_refused_before_training(tiny, tmp_path):
-    prelude = (
-        "import shutil, collections\n"
-        "shutil.disk_usage = lambda p: collections.namedtuple('u', 'total used free')(10**9, 10**9 - 10**6, 10**6)\n"
-    )
+FULL_DISK = (
+    "import shutil, collections\n"
+    "shutil.disk_usage = lambda p: collections.namedtuple('u', 'total used free')(10**9, 10**9 - 10**6, 10**6)\n"
+)
+READ_ONLY = (  # as root, chmod cannot make a dir unwritable: fail the write the way a read-only dir does
+    "import errno, src.files, src.runstate\n"
+    "def refuse(path, write):\n"
+    "    raise PermissionError(errno.EACCES, 'Permission denied', str(path))\n"
+    "src.runstate.atomic_write = refuse\n"
+)
+
+
+@pytest.mark.parametrize("prelude, message", [(FULL_DISK, "MiB free"), (READ_ONLY, "cannot write to the run dir")])
+def test_full_disk_or_unwritable_run_dir_is_refused_before_training(tiny, tmp_path, prelude, message):
     run_dir = tmp_path / "run"
     proc = run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"], prelude=prelude, check=False)
-    assert proc.returncode != 0 and "MiB free" in proc.stderr and "needs about" in proc.stderr
+    assert proc.returncode != 0 and message in proc.stderr
+    assert "fold 0 of 2 epoch" not in proc.stderr + proc.stdout
     assert not list(run_dir.glob("fold_*"))
