@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from src import idx
 from src.errors import UserError
 from src.files import sha256
 
@@ -43,14 +44,20 @@ class Dataset:
 
 
 def load(cfg: DictConfig) -> Dataset:
-    """Load and check `cfg.train`, `cfg.test` (and `cfg.test_labels`), using the parse cache."""
+    """Load and check `cfg.train`, `cfg.test` (and `cfg.test_labels`), using the parse cache.
+
+    `cfg.format` is `csv` (the competition's files) or `idx` (the original MNIST files, with
+    `cfg.train_labels`).
+    """
+    if cfg.get("format", "csv") == "idx":
+        return _load_idx(cfg)
+    if cfg.get("format", "csv") != "csv":
+        raise UserError(f"data.format={cfg.format!r} is not one of csv, idx")
     if cfg.get("sample", False):
         from src.sample import ensure_sample
 
         ensure_sample(cfg.train, cfg.test, cfg.test_labels)
-    shape = tuple(int(s) for s in cfg.image_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"data.image_shape must be [height, width, channels], got {list(cfg.image_shape)}")
+    shape = _shape(cfg)
     memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
     train = _read(cfg.train, "train", shape, cfg.num_classes, memory)
     test = _read(cfg.test, "test", shape, cfg.num_classes, memory, train_path=cfg.train)
@@ -59,6 +66,26 @@ def load(cfg: DictConfig) -> Dataset:
         y_test = read_labels(cfg.test_labels, len(test[0]), cfg.num_classes)
     log.info("train %s: %d images; test %s: %d images", cfg.train, len(train[0]), cfg.test, len(test[0]))
     return Dataset(train[0], train[1], test[0], y_test, int(cfg.num_classes), {"train": train[2], "test": test[2]})
+
+
+def _load_idx(cfg: DictConfig) -> Dataset:
+    shape = _shape(cfg)
+    x_train = idx.read_images(cfg.train, "train images", shape)
+    y_train = idx.read_labels(cfg.train_labels, "train labels", len(x_train), cfg.train, cfg.num_classes)
+    x_test = idx.read_images(cfg.test, "test images", shape)
+    y_test = None
+    if cfg.test_labels:
+        y_test = idx.read_labels(cfg.test_labels, "test labels", len(x_test), cfg.test, cfg.num_classes)
+    log.info("train %s: %d images; test %s: %d images", cfg.train, len(x_train), cfg.test, len(x_test))
+    digests = {"train": sha256(cfg.train), "train_labels": sha256(cfg.train_labels), "test": sha256(cfg.test)}
+    return Dataset(x_train, y_train, x_test, y_test, int(cfg.num_classes), digests)
+
+
+def _shape(cfg: DictConfig) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in cfg.image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"data.image_shape must be [height, width, channels], got {list(cfg.image_shape)}")
+    return shape
 
 
 def _read(path, role, shape, num_classes, memory, train_path=None):

@@ -42,7 +42,7 @@ HISTORY = "history.csv"
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
     "verbose", "fold_index", "strategy", "threads", "deterministic",
-    "data.train", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
+    "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
 )
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 
