@@ -29,14 +29,16 @@ import sys
 from pathlib import Path
 
 import hydra
+import keras
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
 from src import data as data_mod
-from src import ensemble, runstate
+from src import ensemble, pictures, runstate
 from src.errors import UserError
+from src.files import write_json
 from src.split import make_folds
 from src.strategy import check_batch, configure_threads, is_chief, make_strategy, resolve_precision, worker_id
 from src.train import RunClock, train_fold
@@ -93,8 +95,18 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
                  "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
         return None
     ens = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
+    _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
     log.info("results in %s\n%s", run_dir, ensemble.summary(ens))
     return ens
+
+
+def _autoencoder_picture(run_dir: Path, val_images) -> None:
+    """For a model with an autoencoder: fold 0's inputs above their reconstructions, and its MSE."""
+    model = keras.models.load_model(runstate.fold_dir(run_dir, 0) / runstate.MODEL, compile=False)
+    mse = pictures.reconstructions(model, val_images, run_dir / "autoencoder.png")
+    if mse is not None:
+        write_json(run_dir / "autoencoder.json", {"reconstruction_mse": mse, "fold": 0, "images": len(val_images)})
+        log.info("autoencoder: reconstruction MSE %.4f on fold 0's validation images (autoencoder.png)", mse)
 
 
 def select_folds(fold_index, folds: int) -> list[int]:

@@ -69,3 +69,93 @@ def kfold_cnn(input_shape: tuple[int, int, int], num_classes: int, dropout: floa
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(inputs, outputs, name="kfold_cnn")
+
+
+def softmax(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Multinomial logistic regression: flatten 784 → Dense(10, softmax) (TensorFlow's first tutorial)."""
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Flatten()(layers.Rescaling(1.0 / 255)(inputs))
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="softmax")
+
+
+def mlp(input_shape: tuple[int, int, int], num_classes: int, width: int = 256, depth: int = 5) -> keras.Model:
+    """Flatten → `depth` × Dense(`width`, relu) → Dense(10, softmax)."""
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Flatten()(layers.Rescaling(1.0 / 255)(inputs))
+    for _ in range(depth):
+        x = layers.Dense(width, activation="relu")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def simple_cnn(input_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.5) -> keras.Model:
+    """TensorFlow's CNN tutorial: conv32 → pool → conv64 → pool → conv64 → dense64 → dropout → softmax."""
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="simple_cnn")
+
+
+def convbn(input_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.3, bn_momentum: float = 0.9) -> keras.Model:
+    """Martin Görner's "TensorFlow without a PhD" CNN: three convs and a dense layer, each with
+    BatchNorm (offset, no scale: ReLU follows) instead of biases, inputs scaled by 1/256."""
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Rescaling(1.0 / 256)(inputs)
+    for filters, kernel, strides in ((12, 3, 1), (24, 6, 2), (32, 6, 2)):
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, scale=False)(x)
+        x = layers.Activation("relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(200, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, scale=False)(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="convbn")
+
+
+@keras.saving.register_keras_serializable(package="src")
+class ReconstructionLoss(layers.Layer):
+    """Adds the mean squared error between an autoencoder's output and its input to the model's
+    losses, and passes the reconstruction on behind a stop-gradient (what follows does not train
+    the autoencoder)."""
+
+    def call(self, inputs, reconstruction):
+        self.add_loss(keras.ops.mean(keras.ops.square(reconstruction - inputs)))
+        return keras.ops.stop_gradient(reconstruction)
+
+
+def autoencoder_classifier(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    encoder: tuple[int, ...] = (152, 76, 38, 4),
+    classifier: tuple[int, ...] = (140, 80, 40),
+) -> keras.Model:
+    """A tanh autoencoder 784-152-76-38-4-38-76-152-784 and a tanh classifier 784-140-80-40-10
+    that reads the autoencoder's reconstructions, in one model.
+
+    The recipe trains them one after the other; here both train together: the reconstruction
+    error (mean squared, on pixels scaled to 0-1) is added to the loss, and the classifier sees
+    the reconstruction through a stop-gradient, so each part learns only from its own error.
+    Predicting chains both. The layer named `reconstruction` gives the autoencoder's output.
+    """
+    inputs = keras.Input(shape=tuple(input_shape))
+    pixels = layers.Flatten()(layers.Rescaling(1.0 / 255)(inputs))
+    x = pixels
+    for units in (*encoder, *reversed(encoder[:-1])):
+        x = layers.Dense(units, activation="tanh")(x)
+    x = layers.Dense(pixels.shape[-1], activation="tanh", dtype="float32")(x)
+    x = ReconstructionLoss(name="reconstruction", dtype="float32")(pixels, x)  # the loss in float32
+    for units in classifier:
+        x = layers.Dense(units, activation="tanh")(x)
+    outputs = layers.Dense(num_classes, activation="tanh", dtype="float32", name="scores")(x)
+    return keras.Model(inputs, outputs, name="autoencoder_classifier")

@@ -138,8 +138,9 @@ def train_fold(
         model = instantiate(cfg.model)(input_shape=x_tr.shape[1:], num_classes=num_classes)
         model.compile(
             optimizer=instantiate(cfg.optimizer)(),
-            loss="categorical_crossentropy",
-            weighted_metrics=["accuracy"],  # weighted, so padded validation rows (weight 0) don't count
+            loss=cfg.loss,
+            # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
+            weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
         state = _restore(model, state_dir, fold)
     initial_epoch, earlier_seconds = state["epoch"], state.get("seconds", 0.0)
