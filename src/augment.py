@@ -17,6 +17,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
+DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
 
 
 def random_affine(images: tf.Tensor, cfg: DictConfig, seed: tf.Tensor) -> tf.Tensor:
@@ -79,7 +80,7 @@ def train_dataset(
         return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
-    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(DATA))
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -93,7 +94,8 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
     labels = tf.one_hot(np.concatenate([y, np.zeros(pad, y.dtype)]), num_classes)
     weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
     ds = tf.data.Dataset.from_tensor_slices((x, labels, weights)).batch(batch_size, drop_remainder=True)
-    return ds.map(lambda a, b, c: (tf.cast(a, tf.float32), b, c), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    ds = ds.map(lambda a, b, c: (tf.cast(a, tf.float32), b, c), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_shard(OFF))
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -103,6 +105,14 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     ds = ds.map(lambda a: tf.cast(a, tf.float32), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     probs = model.predict(ds, verbose=0)
     return probs[: len(x)].astype(np.float32)
+
+
+def _shard(policy) -> tf.data.Options:
+    """Under several workers: DATA gives each worker its share of every training batch; OFF lets
+    every worker evaluate the whole validation set (the metrics then agree on every worker)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
 
 
 def _pad(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:

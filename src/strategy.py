@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 
 import tensorflow as tf
 from omegaconf import DictConfig
 
+from src import multi_worker
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def make_strategy(cfg: DictConfig) -> tf.distribute.Strategy:
     if cfg.name not in NAMES:
         raise UserError(f"strategy={cfg.name!r} is not one of {NAMES}")
     if cfg.name == "multi_worker":
-        return _multi_worker()
+        return multi_worker.make_strategy()
     if cfg.name == "tpu" or (cfg.name == "auto" and _tpu_hinted()):
         try:
             return _tpu(cfg.tpu)
@@ -76,24 +76,6 @@ def _tpu(name: str | None) -> tf.distribute.Strategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-
-
-def _multi_worker() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy over the cluster that TF_CONFIG describes (one process per machine)."""
-    try:
-        spec = json.loads(os.environ["TF_CONFIG"])
-        task = spec["task"]["type"], int(spec["task"]["index"])
-        workers = sum(len(v) for v in spec["cluster"].values())
-    except KeyError:
-        raise UserError(
-            "strategy=multi_worker needs TF_CONFIG, e.g. "
-            '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\' '
-            "set on every machine with its own index"
-        ) from None
-    except (ValueError, TypeError) as e:
-        raise UserError(f"TF_CONFIG is not valid JSON with cluster and task ({e})") from None
-    log.info("multi-worker: %s %d of %d worker(s)", *task, workers)
-    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -30,7 +30,7 @@ import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src import augment, runstate
+from src import augment, multi_worker, runstate
 from src.files import atomic_write, remove_stale_temps, sha256, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,12 @@ def train_fold(
     ]
     if cfg.verbose:
         callbacks.append(Progress(fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
+    train_data = augment.train_dataset(x_tr, y_tr, cfg.augment, cfg.batch_size, num_classes, cfg.seed + fold, initial_epoch)
+    if multi_worker.is_multi_worker(strategy):
+        multi_worker.prepare(model, strategy, train_data)
     if initial_epoch < cfg.epochs:
         model.fit(
-            augment.train_dataset(x_tr, y_tr, cfg.augment, cfg.batch_size, num_classes, cfg.seed + fold, initial_epoch),
+            train_data,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
@@ -168,6 +171,8 @@ def train_fold(
         raise RuntimeError(f"fold {fold}: no epoch produced a finite val_accuracy (training diverged): lower optimizer.learning_rate")
     best = state_dir / state["best_file"]
     model.load_weights(best)
+    if multi_worker.is_multi_worker(strategy):  # every worker predicts everything, on its own
+        model = keras.models.load_model(best, compile=False)
     val_probs = augment.predict(model, x_va, cfg.batch_size)
     test_probs = augment.predict(model, x_test, cfg.batch_size)
     accuracy = float(np.mean(val_probs.argmax(1) == y_va))
