@@ -141,6 +141,7 @@ def train_fold(
             loss=cfg.loss,
             # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
             weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=cfg.steps_per_execution,
         )
         state = _restore(model, state_dir, fold)
     initial_epoch, earlier_seconds = state["epoch"], state.get("seconds", 0.0)

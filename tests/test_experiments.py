@@ -17,7 +17,7 @@ RECIPES = {
     "mlp": ("mlp", 5, 75, "Adam", 1e-3, 1.0, "categorical_crossentropy", 1, False),
     "simple_cnn": ("simple_cnn", 5, 32, "Adam", 1e-3, 1.0, "categorical_crossentropy", 1, False),
     "convbn": ("convbn", 10, 128, "Adam", 0.01, 0.6, "categorical_crossentropy", 1, False),
-    "autoencoder_classifier": ("autoencoder_classifier", 30, 50, "Adadelta", 1.0, 1.0, "mean_squared_error", 1, False),
+    "autoencoder_classifier": ("autoencoder_classifier", 150, 50, "Adadelta", 1.0, 1.0, "mean_squared_error", 1, False),
 }
 
 
