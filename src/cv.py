@@ -36,11 +36,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
 from src import data as data_mod
-from src import ensemble, multi_worker, pictures, runstate
+from src import ensemble, pictures, runstate
 from src.errors import UserError
 from src.files import write_json
 from src.split import make_folds
-from src.strategy import check_batch, configure_threads, is_chief, make_strategy, resolve_precision, worker_id
+from src.strategy import (check_batch, configure_threads, is_chief, make_strategy, resolve_precision, strategy_name,
+                          worker_id)
 from src.train import RunClock, train_fold
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
     log.info(
         "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
         len(folds), len(todo), todo, cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
-        "MultiWorkerMirroredStrategy" if multi_worker.is_multi_worker(strategy) else type(strategy).__name__, precision, f", {threads} thread(s)" if threads else "",
+        strategy_name(strategy), precision, f", {threads} thread(s)" if threads else "",
     )
     clock = RunClock(len(todo), cfg.epochs)
     for k in todo:

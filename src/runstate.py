@@ -41,7 +41,7 @@ HISTORY = "history.csv"
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
-    "verbose", "fold_index", "strategy", "threads", "deterministic",
+    "verbose", "fold_index", "strategy", "threads", "deterministic", "steps_per_execution",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
 )
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")

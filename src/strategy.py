@@ -88,6 +88,11 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The name users know a strategy by (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    return "MultiWorkerMirroredStrategy" if multi_worker.is_multi_worker(strategy) else type(strategy).__name__
+
+
 def worker_id(strategy: tf.distribute.Strategy) -> str:
     resolver = strategy.cluster_resolver
     return f"{resolver.task_type}_{resolver.task_id}"

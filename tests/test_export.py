@@ -18,7 +18,9 @@ def export(run_dir, *args) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("experiment", ["kfold_cnn", "autoencoder_classifier"])
+@pytest.mark.parametrize(
+    "experiment", ["kfold_cnn", pytest.param("autoencoder_classifier", marks=pytest.mark.slow)]  # chains two models
+)
 def test_exported_ensemble_predicts_what_the_run_wrote(tiny, tmp_path, experiment):
     run_dir = tmp_path / "run"
     run_cv([f"experiment={experiment}"] + tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"])
