@@ -12,6 +12,7 @@ Everything of a run goes to Hydra's run dir (`outputs/<date>/<time>/`, or `hydra
     test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
     submission.csv         ImageId,Label for Kaggle
     metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
+    report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
 
 Running the same command with the same run dir resumes: complete folds are skipped, an
 interrupted fold continues from its last finished epoch. `fold_index=k` (or a list) trains only
@@ -36,7 +37,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
 from src import data as data_mod
-from src import ensemble, pictures, runstate
+from src import ensemble, pictures, report, runstate
 from src.errors import UserError
 from src.files import write_json
 from src.split import make_folds
@@ -97,7 +98,8 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
         return None
     ens = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
     _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
-    log.info("results in %s\n%s", run_dir, ensemble.summary(ens))
+    report.build(run_dir, dataset.x_train, dataset.x_test)
+    log.info("results in %s (report.md)\n%s", run_dir, ensemble.summary(ens))
     return ens
 
 

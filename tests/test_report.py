@@ -1,0 +1,39 @@
+"""Run report: the pictures exist and are real images, report.md shows them, src.report rebuilds them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+
+from conftest import REPO, run_cv, tiny_overrides
+
+PICTURES = ("curves_loss", "curves_accuracy", "test_label_counts", "test_samples", "confusion", "most_wrong")
+
+
+def test_every_run_writes_its_report_and_src_report_rebuilds_it(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cv(tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"])
+    for name in PICTURES:
+        image = mpimg.imread(run_dir / f"{name}.png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
+        assert image.std() > 0.01, f"{name}.png is blank"
+    report = (run_dir / "report.md").read_text()
+    assert all(f"({name}.png)" in report for name in PICTURES)
+    assert "| 0 |" in report and "| 1 |" in report and "Mean CV accuracy" in report
+
+    for name in PICTURES:
+        (run_dir / f"{name}.png").unlink()
+    proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all((run_dir / f"{name}.png").stat().st_size > 1000 for name in PICTURES)
+
+
+def test_report_of_an_unfinished_run_is_refused(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cv(tiny_overrides(tiny, tmp_path) + ["fold_index=0", f"hydra.run.dir={run_dir}"])
+    proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode != 0 and "not finished" in proc.stderr
