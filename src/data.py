@@ -68,6 +68,13 @@ def load(cfg: DictConfig) -> Dataset:
     return Dataset(train[0], train[1], test[0], y_test, int(cfg.num_classes), {"train": train[2], "test": test[2]})
 
 
+def read_test_format(path: str | Path, cfg: DictConfig) -> np.ndarray:
+    """Images from a CSV in the competition's test format (pixel columns only), with every check
+    the training data gets; uses the parse cache."""
+    memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
+    return _read(path, "test", _shape(cfg), cfg.num_classes, memory)[0]
+
+
 def _load_idx(cfg: DictConfig) -> Dataset:
     shape = _shape(cfg)
     x_train = idx.read_images(cfg.train, "train images", shape)
