@@ -98,13 +98,30 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
     return ds.prefetch(AUTOTUNE).with_options(_shard(OFF))
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class probabilities for every row of `x`, in fixed-shape batches (the padding is dropped)."""
+def predict(model: keras.Model, x: np.ndarray, batch_size: int, views: int = 0,
+            cfg: DictConfig | None = None, seed: int = 0) -> np.ndarray:
+    """Class probabilities for every row of `x`, in fixed-shape batches (the padding is dropped).
+
+    With `views` > 0 (test-time augmentation), the mean over the plain images and `views` copies
+    transformed with `cfg`'s random affine ranges, view v of batch i seeded by (seed, v, i).
+    """
     padded, pad = _pad(x, batch_size)
-    ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda a: tf.cast(a, tf.float32), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-    probs = model.predict(ds, verbose=0)
-    return probs[: len(x)].astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True).enumerate()
+
+    def view(v):
+        def prepare(i, images):
+            images = tf.cast(images, tf.float32)
+            if v < 0:
+                return images
+            key = tf.random.experimental.stateless_fold_in(tf.constant([seed, v], tf.int64), i)
+            return random_affine(images, cfg, key)
+        batches = ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
+        return model.predict(batches, verbose=0)[: len(x)].astype(np.float64)
+
+    total = view(-1)
+    for v in range(views):
+        total += view(v)
+    return (total / (views + 1)).astype(np.float32)
 
 
 def _shard(policy) -> tf.data.Options:

@@ -72,6 +72,11 @@ def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = N
         "oof_accuracy": float(np.mean(oof[covered].argmax(1) == oof_label[covered])),
         "oof_rows": int(covered.sum()),
     }
+    if all(f.val_probs_plain is not None for f in folds):  # the OOF accuracy without test-time augmentation
+        plain = np.full_like(oof, np.nan)
+        for f in folds:
+            plain[f.val_index] = f.val_probs_plain
+        metrics["oof_accuracy_plain"] = float(np.mean(plain[covered].argmax(1) == oof_label[covered]))
     if y_test is not None:
         metrics["test_accuracy"] = float(np.mean(submission["Label"].to_numpy() == y_test))
     return Ensemble(oof, oof_fold, oof_label, test_probs, submission, metrics)
@@ -163,6 +168,8 @@ def summary(ens: Ensemble) -> str:
         lines.append(f"{f['fold']:>4}  {f['accuracy']:.4f}    {f['best_epoch']:>10}  {f['seconds']:>7.1f}")
     m = ens.metrics
     lines.append(f"mean CV accuracy {m['cv_mean']:.4f} ± {m['cv_std']:.4f}; out-of-fold accuracy {m['oof_accuracy']:.4f}")
+    if "oof_accuracy_plain" in m and m["oof_accuracy_plain"] != m["oof_accuracy"]:
+        lines.append(f"out-of-fold accuracy without test-time augmentation {m['oof_accuracy_plain']:.4f}")
     if "test_accuracy" in m:
         lines.append(f"test accuracy (ensemble) {m['test_accuracy']:.4f}")
     if m["folds_missing"]:

@@ -50,12 +50,14 @@ class FoldResult:
     accuracy: float
     best_epoch: int  # 1-based
     seconds: float
+    val_probs_plain: np.ndarray | None = None  # without test-time augmentation, when tta > 0
 
     @classmethod
     def load(cls, fold: int, record: dict) -> "FoldResult":
         """From `runstate.load_complete`'s record of a finished fold."""
         return cls(fold, record["val_index"], record["val_labels"], record["val_probs"], record["test_probs"],
-                   float(record["accuracy"]), int(record["best_epoch"]), float(record["seconds"]))
+                   float(record["accuracy"]), int(record["best_epoch"]), float(record["seconds"]),
+                   record.get("val_probs_plain"))
 
 
 class RunClock:
@@ -174,16 +176,20 @@ def train_fold(
     model.load_weights(best)
     if multi_worker.is_multi_worker(strategy):  # every worker predicts everything, on its own
         model = keras.models.load_model(best, compile=False)
-    val_probs = augment.predict(model, x_va, cfg.batch_size)
-    test_probs = augment.predict(model, x_test, cfg.batch_size)
+    views, seed = cfg.tta, cfg.seed + fold
+    val_plain = augment.predict(model, x_va, cfg.batch_size)
+    val_probs = augment.predict(model, x_va, cfg.batch_size, views, cfg.augment, seed) if views else val_plain
+    test_probs = augment.predict(model, x_test, cfg.batch_size, views, cfg.augment, seed + 1_000_003)
     accuracy = float(np.mean(val_probs.argmax(1) == y_va))
+    accuracy_plain = float(np.mean(val_plain.argmax(1) == y_va))
     seconds = earlier_seconds + time.perf_counter() - start
     atomic_write(fold_dir / runstate.MODEL, lambda tmp: shutil.copyfile(best, tmp))
     atomic_write(fold_dir / runstate.PREDICTIONS, lambda tmp: _save_npz(
-        tmp, val_index=val_index, val_labels=y_va, val_probs=val_probs, test_probs=test_probs))
-    runstate.mark_complete(fold_dir, {"fold": fold, "accuracy": accuracy, "best_epoch": state["best_epoch"], "seconds": round(seconds, 1)})
+        tmp, val_index=val_index, val_labels=y_va, val_probs=val_probs, val_probs_plain=val_plain, test_probs=test_probs))
+    runstate.mark_complete(fold_dir, {"fold": fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
+                                      "best_epoch": state["best_epoch"], "seconds": round(seconds, 1)})
     shutil.rmtree(state_dir, ignore_errors=True)
-    return FoldResult(fold, val_index, y_va, val_probs, test_probs, accuracy, state["best_epoch"], seconds)
+    return FoldResult(fold, val_index, y_va, val_probs, test_probs, accuracy, state["best_epoch"], seconds, val_plain)
 
 
 class FoldCheckpoint(keras.callbacks.Callback):
