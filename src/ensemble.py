@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import runstate
 from src.data import read_labels
@@ -24,6 +25,8 @@ from src.files import remove_stale_temps, write_csv, write_json
 from src.train import FoldResult
 
 log = logging.getLogger(__name__)
+# conf/ensemble.yaml: Hydra's dir is the run being rebuilt, or a fresh one for a blend
+OmegaConf.register_new_resolver("first_set", lambda value, fallback: value if value else fallback, replace=True)
 
 SUBMISSION = "submission.csv"
 METRICS = "metrics.json"
@@ -179,9 +182,20 @@ def summary(ens: Ensemble) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ensemble")
 def main(cfg: DictConfig) -> float:
-    """`python -m src.ensemble run_dir=DIR`: (re)build a run's submission from its complete folds."""
-    run_dir = Path(cfg.run_dir)
+    """`python -m src.ensemble run_dir=DIR`: (re)build a run's submission from its complete folds;
+    `python -m src.ensemble "runs=[DIR1,DIR2]" [weights=oof]`: blend finished runs into a new run dir."""
     try:
+        if cfg.runs:
+            from src import blend
+
+            out_dir = Path(HydraConfig.get().runtime.output_dir)
+            ens, metrics = blend.blend([Path(d) for d in cfg.runs], cfg.weights)
+            blend.write_blend(out_dir, ens)
+            log.info("blend written to %s\n%s", out_dir, blend.summary(metrics))
+            return metrics["oof_accuracy"]
+        if not cfg.run_dir:
+            raise UserError("give run_dir=DIR (rebuild a run's ensemble) or runs=[DIR1,DIR2,...] (blend runs)")
+        run_dir = Path(cfg.run_dir)
         try:
             record = json.loads((run_dir / runstate.RUN).read_text())
             config, rows = record["resolved_config"], record["rows"]
