@@ -96,9 +96,10 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
         log.info("folds %s of %s are not complete yet; the job that finishes the last one builds the ensemble "
                  "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
         return None
-    ens = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
-    _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
-    report.build(run_dir, dataset.x_train, dataset.x_test)
+    ens, written = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
+    if written or not (run_dir / "report.md").exists():  # a finished run run again is left exactly as it was
+        _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
+        report.build(run_dir, dataset.x_train, dataset.x_test)
     log.info("results in %s (report.md)\n%s", run_dir, ensemble.summary(ens))
     return ens
 

@@ -85,11 +85,12 @@ def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = N
     return Ensemble(oof, oof_fold, oof_label, test_probs, submission, metrics)
 
 
-def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = None) -> Ensemble:
+def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = None) -> tuple[Ensemble, bool]:
     """Combine the complete folds found in `run_dir` and write the results.
 
     When metrics.json already describes exactly these folds (a finished run run again), nothing
-    is rewritten: the results are recomputed only to be shown.
+    is rewritten: the results are recomputed only to be shown. Returns the ensemble and whether
+    it was written.
     """
     results, missing = [], []
     for k in range(folds):
@@ -100,7 +101,7 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
     ens = combine(results, n_train, y_test, missing)
     if _read_metrics(run_dir) == json.loads(json.dumps(ens.metrics)):
         log.info("%s already holds this ensemble of %d fold(s): results left as they are", run_dir, len(results))
-        return ens
+        return ens, False
     remove_stale_temps(run_dir)
     write(run_dir, ens)
     if missing:
@@ -109,7 +110,7 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
             "then run `python -m src.ensemble run_dir=%s`",
             len(results), folds, missing, missing, run_dir,
         )
-    return ens
+    return ens, True
 
 
 def _read_metrics(run_dir: Path) -> dict:
@@ -205,7 +206,7 @@ def main(cfg: DictConfig) -> float:
         y_test = None
         if labels and Path(labels).is_file():
             y_test = read_labels(labels, rows["test"], config["data"]["num_classes"])
-        ens = build(run_dir, int(config["fold"]), rows["train"], y_test)
+        ens, _ = build(run_dir, int(config["fold"]), rows["train"], y_test)
     except UserError as e:
         log.error("%s", e)
         sys.exit(f"error: {e}")
