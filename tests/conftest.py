@@ -68,3 +68,13 @@ def run_cv(args: list[str], prelude: str = "", check: bool = True) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"src.cv {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny, tmp_path_factory) -> Path:
+    """One finished default run on the tiny data (2 folds × 2 epochs), shared by the tests that only
+    read a run (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    run_dir = root / "run"
+    run_cv(tiny_overrides(tiny, root) + ["epochs=2", f"hydra.run.dir={run_dir}"])
+    return run_dir

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from conftest import REPO, run_cv, tiny_overrides
+from conftest import REPO
 
 
 def predict(*args) -> subprocess.CompletedProcess:
@@ -16,9 +16,8 @@ def predict(*args) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
-def test_predict_on_the_test_file_reproduces_the_submission(tiny, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"])
+def test_predict_on_the_test_file_reproduces_the_submission(tiny, finished_run, tmp_path):
+    run_dir = finished_run
     out = tmp_path / "pred.csv"
     proc = predict(f"run_dir={run_dir}", f"input={tiny['test']}", f"output={out}", "probabilities=true")
     assert proc.returncode == 0, proc.stderr[-2000:]
