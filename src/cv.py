@@ -13,6 +13,8 @@ Everything of a run goes to Hydra's run dir (`outputs/<date>/<time>/`, or `hydra
     submission.csv         ImageId,Label for Kaggle
     metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
     report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
+    tensorboard/fold_<k>/  TensorBoard logs per fold (`tensorboard --logdir DIR/tensorboard`)
+    mlflow.json            with logger=mlflow: the MLflow run that records this run
 
 Running the same command with the same run dir resumes: complete folds are skipped, an
 interrupted fold continues from its last finished epoch. `fold_index=k` (or a list) trains only
@@ -34,10 +36,10 @@ import keras
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import data as data_mod
-from src import ensemble, pictures, report, runstate
+from src import ensemble, pictures, report, runstate, tracking
 from src.errors import UserError
 from src.files import write_json
 from src.split import make_folds
@@ -100,6 +102,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
     if written or not (run_dir / "report.md").exists():  # a finished run run again is left exactly as it was
         _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
         report.build(run_dir, dataset.x_train, dataset.x_test)
+        tracking.log_run(cfg, run_dir, ens.metrics)
     log.info("results in %s (report.md)\n%s", run_dir, ensemble.summary(ens))
     return ens
 
@@ -146,10 +149,19 @@ def run_dir_of(hc) -> Path:
     rest = sorted(o for o in task if o.split("=", 1)[0].lstrip("+~") != "fold_index")
     if not rest:
         return Path(hc.sweep.dir)
-    name = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", ",".join(rest))
-    if len(name) > 80:
-        name = name[:70] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    return Path(hc.sweep.dir) / name
+    return Path(hc.sweep.dir) / safe_name(",".join(rest))
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """`text` (overrides) as one folder name: no slashes or odd characters, long ones shortened
+    with a hash so that different texts stay different."""
+    name = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", text)
+    if len(name) > limit:
+        name = name[: limit - 10] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)  # conf/hparams_search/optuna.yaml
 
 
 def parallel_jobs_of(hc) -> int:

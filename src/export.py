@@ -11,7 +11,6 @@ Models that chain several parts (the autoencoder_classifier recipe) are exported
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -32,15 +31,8 @@ log = logging.getLogger(__name__)
 
 def load_folds(run_dir: Path) -> tuple[list[keras.Model], dict]:
     """Every fold's best model of a finished run, and the run's recorded config."""
-    try:
-        config = json.loads((run_dir / runstate.RUN).read_text())["resolved_config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {runstate.RUN}: {e})") from None
+    config = runstate.finished_config(run_dir)
     folds = int(config["fold"])
-    missing = [k for k in range(folds) if runstate.load_complete(runstate.fold_dir(run_dir, k)) is None]
-    if missing:
-        raise UserError(f"{run_dir}: fold(s) {missing} of {folds} are not complete: finish the run first "
-                        f"(python -m src.cv hydra.run.dir={run_dir} with its settings)")
     loaded = []
     for k in range(folds):
         model = keras.models.load_model(runstate.fold_dir(run_dir, k) / runstate.MODEL, compile=False)

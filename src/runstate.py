@@ -41,10 +41,24 @@ HISTORY = "history.csv"
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
-    "verbose", "fold_index", "strategy", "threads", "deterministic", "steps_per_execution",
+    "verbose", "fold_index", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
 )
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
+
+
+def finished_config(run_dir: Path) -> dict:
+    """The recorded config of a finished run of src.cv (every fold complete); UserError otherwise."""
+    try:
+        config = json.loads((run_dir / RUN).read_text())["resolved_config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {RUN}: {e})") from None
+    folds = int(config["fold"])
+    missing = [k for k in range(folds) if load_complete(fold_dir(run_dir, k)) is None]
+    if missing:
+        raise UserError(f"{run_dir}: fold(s) {missing} of {folds} are not complete: finish the run first "
+                        f"(python -m src.cv hydra.run.dir={run_dir} with its settings)")
+    return config
 
 
 def fold_dir(run_dir: Path, k: int) -> Path:
@@ -54,7 +68,7 @@ def fold_dir(run_dir: Path, k: int) -> Path:
 
 def identity(cfg: DictConfig, digests: dict[str, str]) -> dict:
     """The run's identity: every config key that changes results, and the data it was trained on."""
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
     return {"config": keys, "data": dict(digests)}
 
@@ -175,10 +189,11 @@ def fold_lock(fdir: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys: {"model.dropout": 0.4, ...}."""
     if isinstance(tree, dict):
         out = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree}

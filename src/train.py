@@ -30,7 +30,7 @@ import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src import augment, multi_worker, runstate
+from src import augment, multi_worker, runstate, tracking
 from src.files import atomic_write, remove_stale_temps, sha256, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ def train_fold(
         keras.callbacks.LearningRateScheduler(lambda epoch: base_lr * decay**epoch),
         FoldCheckpoint(state_dir, state),
     ]
+    if cfg.tensorboard:
+        callbacks.append(tracking.tensorboard_callback(fold_dir.parent, fold))
     if cfg.verbose:
         callbacks.append(Progress(fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
     train_data = augment.train_dataset(x_tr, y_tr, cfg.augment, cfg.batch_size, num_classes, cfg.seed + fold, initial_epoch)

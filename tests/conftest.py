@@ -72,9 +72,10 @@ def run_cv(args: list[str], prelude: str = "", check: bool = True) -> subprocess
 
 @pytest.fixture(scope="session")
 def finished_run(tiny, tmp_path_factory) -> Path:
-    """One finished default run on the tiny data (2 folds × 2 epochs), shared by the tests that only
-    read a run (copy it before changing it)."""
+    """One finished default run on the tiny data (2 folds × 2 epochs), logged to MLflow in
+    `run_dir/../mlruns`, shared by the tests that only read a run (copy it before changing it)."""
     root = tmp_path_factory.mktemp("finished")
     run_dir = root / "run"
-    run_cv(tiny_overrides(tiny, root) + ["epochs=2", f"hydra.run.dir={run_dir}"])
+    run_cv(tiny_overrides(tiny, root) + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
+                                         f"hydra.run.dir={run_dir}"])
     return run_dir

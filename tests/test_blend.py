@@ -31,6 +31,8 @@ def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, tmp
     sweep = tmp_path / "sweep"
     base = tiny_overrides(tiny, tmp_path) + ["epochs=2"]
     run_cv(["-m", "model.dropout=0.4,0.2"] + base + [f"hydra.sweep.dir={sweep}"])  # same seed: same folds
+    for job, dropout in (("0", 0.4), ("1", 0.2)):  # a plain multirun: one run dir per setting
+        assert json.loads((sweep / job / "run.json").read_text())["resolved_config"]["model"]["dropout"] == dropout
     other = tmp_path / "seed7"
     run_cv(base + ["seed=7", f"hydra.run.dir={other}"])  # another seed: other folds
 

@@ -91,11 +91,3 @@ def test_mirrored_strategy_over_two_logical_cpus(tiny, tmp_path):
     )
     check_run_dir(run_dir, folds=2)
     assert "16 per replica × 2 replica(s), MirroredStrategy" in (run_dir / "cv.log").read_text()
-
-
-def test_multirun_sweeps_two_settings(tiny, tmp_path):
-    sweep = tmp_path / "sweep"
-    run_cv(["-m", "model.dropout=0.3,0.5"] + tiny_overrides(tiny, tmp_path) + [f"hydra.sweep.dir={sweep}"])
-    for job, dropout in (("0", 0.3), ("1", 0.5)):
-        check_run_dir(sweep / job, folds=2)
-        assert hydra_config(sweep / job)["model"]["dropout"] == dropout
