@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +73,17 @@ def run_cv(args: list[str], prelude: str = "", check: bool = True) -> subprocess
 
 
 @pytest.fixture(scope="session")
-def finished_run(tiny, tmp_path_factory) -> Path:
+def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
     """One finished default run on the tiny data (2 folds × 2 epochs), logged to MLflow in
-    `run_dir/../mlruns`, shared by the tests that only read a run (copy it before changing it)."""
-    root = tmp_path_factory.mktemp("finished")
+    `run_dir/../mlruns`, shared by the tests that only read a run (copy it before changing it).
+    Made once per test session: the first pytest-xdist worker to need it trains it, the others wait."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = shared / "finished"
     run_dir = root / "run"
-    run_cv(tiny_overrides(tiny, root) + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
-                                         f"hydra.run.dir={run_dir}"])
+    with FileLock(str(shared / "finished.lock")):
+        if not (run_dir / "metrics.json").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            run_cv(tiny_overrides(tiny, root) + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
+                                                 f"hydra.run.dir={run_dir}"])
     return run_dir
