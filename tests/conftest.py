@@ -87,3 +87,11 @@ def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
             run_cv(tiny_overrides(tiny, root) + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
                                                  f"hydra.run.dir={run_dir}"])
     return run_dir
+
+
+def unfinished_copy(finished_run: Path, run_dir: Path) -> Path:
+    """A copy of the finished run as a run killed right after its fold 0 completed: fold 1 and the
+    ensemble's files are not there yet."""
+    shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns(
+        "fold_1", "metrics.json", "submission.csv", "oof.csv", "test_probs.csv", "report.md", "*.png", "mlflow.json"))
+    return run_dir

@@ -8,9 +8,11 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import N_TEST, REPO, run_cv, tiny_overrides
-from src.blend import fit_weights
+from src.blend import blend, fit_weights, write_blend
+from src.errors import UserError
 
 
 def ensemble_cli(*args) -> subprocess.CompletedProcess:
@@ -27,21 +29,21 @@ def test_fit_weights_prefers_the_better_member():
     assert w[1] > 0.9
 
 
-def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, tmp_path):
+def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, finished_run, tmp_path):
+    # A multirun beside the shared finished run (seed 42, dropout 0.4): dropout 0.2 with the same
+    # seed (same folds), and with seed 7 (other folds).
     sweep = tmp_path / "sweep"
-    base = tiny_overrides(tiny, tmp_path) + ["epochs=2"]
-    run_cv(["-m", "model.dropout=0.4,0.2"] + base + [f"hydra.sweep.dir={sweep}"])  # same seed: same folds
-    for job, dropout in (("0", 0.4), ("1", 0.2)):  # a plain multirun: one run dir per setting
-        assert json.loads((sweep / job / "run.json").read_text())["resolved_config"]["model"]["dropout"] == dropout
-    other = tmp_path / "seed7"
-    run_cv(base + ["seed=7", f"hydra.run.dir={other}"])  # another seed: other folds
+    run_cv(["-m", "model.dropout=0.2", "seed=42,7"] + tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.sweep.dir={sweep}"])
+    matched, other = sweep / "0", sweep / "1"
+    for job, seed in ((matched, 42), (other, 7)):  # a plain multirun: one run dir per setting
+        assert json.loads((job / "run.json").read_text())["resolved_config"]["seed"] == seed
 
-    refused = ensemble_cli(f"runs=[{sweep / '0'},{other}]", "weights=oof", f"hydra.run.dir={tmp_path / 'no'}")
+    refused = ensemble_cli(f"runs=[{finished_run},{other}]", "weights=oof", f"hydra.run.dir={tmp_path / 'no'}")
     assert refused.returncode != 0 and "needs the same folds" in refused.stderr
     assert not (tmp_path / "no" / "submission.csv").exists()
 
     out = tmp_path / "blend"
-    proc = ensemble_cli(f"runs=[{sweep / '0'},{sweep / '1'}]", "weights=oof", f"hydra.run.dir={out}")
+    proc = ensemble_cli(f"runs=[{finished_run},{matched}]", "weights=oof", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     members = metrics["blend"]["members"]
@@ -52,7 +54,7 @@ def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, tmp
     sub = pd.read_csv(out / "submission.csv")
     assert len(sub) == N_TEST and sub["Label"].between(0, 9).all()
 
-    equal = ensemble_cli(f"runs=[{sweep / '0'},{other}]", f"hydra.run.dir={tmp_path / 'equal'}")  # equal weights: allowed
-    assert equal.returncode == 0, equal.stderr[-2000:]
-    again = ensemble_cli(f"runs=[{sweep / '0'},{other}]", f"hydra.run.dir={tmp_path / 'equal'}")
-    assert again.returncode != 0 and "already holds results" in again.stderr
+    ens, equal = blend([finished_run, other], "equal")  # equal weights: allowed across folds
+    assert not equal["blend"]["same_folds"] and [m["weight"] for m in equal["blend"]["members"]] == [0.5, 0.5]
+    with pytest.raises(UserError, match="already holds results"):  # a blend never overwrites one
+        write_blend(out, ens)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_cv, tiny_overrides
+from conftest import REPO, run_cv, tiny_overrides, unfinished_copy
 
 
 def export(run_dir, *args) -> subprocess.CompletedProcess:
@@ -50,9 +50,8 @@ def test_exported_ensemble_predicts_what_the_run_wrote(tiny, finished_run, tmp_p
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
-def test_export_of_an_unfinished_run_is_refused(tiny, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cv(tiny_overrides(tiny, tmp_path) + ["fold_index=0", f"hydra.run.dir={run_dir}"])
+def test_export_of_an_unfinished_run_is_refused(finished_run, tmp_path):
+    run_dir = unfinished_copy(finished_run, tmp_path / "run")
     proc = export(run_dir)
     assert proc.returncode != 0 and "fold(s) [1] of 2 are not complete" in proc.stderr
     assert not (run_dir / "export").exists() or not any((run_dir / "export").iterdir())

@@ -8,7 +8,7 @@ import sys
 
 import matplotlib.image as mpimg
 
-from conftest import REPO, run_cv, tiny_overrides
+from conftest import REPO, unfinished_copy
 
 PICTURES = ("curves_loss", "curves_accuracy", "test_label_counts", "test_samples", "confusion", "most_wrong")
 
@@ -32,9 +32,8 @@ def test_every_run_writes_its_report_and_src_report_rebuilds_it(finished_run, tm
     assert all((run_dir / f"{name}.png").stat().st_size > 1000 for name in PICTURES)
 
 
-def test_report_of_an_unfinished_run_is_refused(tiny, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cv(tiny_overrides(tiny, tmp_path) + ["fold_index=0", f"hydra.run.dir={run_dir}"])
+def test_report_of_an_unfinished_run_is_refused(finished_run, tmp_path):
+    run_dir = unfinished_copy(finished_run, tmp_path / "run")
     proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert proc.returncode != 0 and "not finished" in proc.stderr
