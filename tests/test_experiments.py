@@ -34,11 +34,12 @@ def test_experiment_config_is_its_recipe(name):
     assert compose_config([f"experiment={name}", "epochs=1", "fold=2"]).epochs == 1
 
 
-def test_every_experiment_runs_on_the_sample(tmp_path):
+@pytest.mark.parametrize("names", [EXPERIMENTS[:3], EXPERIMENTS[3:]], ids=["first_three", "last_three"])  # two test processes share the work
+def test_every_experiment_runs_on_the_sample(tmp_path, names):
     sweep = tmp_path / "sweep"
-    run_cv(["-m", f"experiment={','.join(EXPERIMENTS)}", "data=sample", "fold=2", "epochs=1",
+    run_cv(["-m", f"experiment={','.join(names)}", "data=sample", "fold=2", "epochs=1",
             f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}"])
-    for job, name in enumerate(EXPERIMENTS):
+    for job, name in enumerate(names):
         run_dir = sweep / str(job)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["complete"] and len(metrics["folds"]) == 2, name
