@@ -61,7 +61,8 @@ def killed(args, prelude):
     "where, prelude",
     [
         ("mid-epoch of the second fold", KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2)),
-        ("writing the second fold's epoch-2 backup", KILL_IN_WRITE.format(name="last-2.weights.h5", inside="fold_1/train")),
+        pytest.param("writing the second fold's epoch-2 backup", KILL_IN_WRITE.format(name="last-2.weights.h5", inside="fold_1/train"),
+                     marks=pytest.mark.slow),  # the suite's time budget; mid-epoch and submission-write kills stay
         pytest.param("writing the second fold's final model", KILL_IN_WRITE.format(name="model.keras", inside="fold_1"),
                      marks=pytest.mark.slow),
         ("writing the submission", KILL_IN_WRITE.format(name="submission.csv", inside="")),
