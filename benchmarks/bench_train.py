@@ -8,11 +8,11 @@ Everything runs in one process, in this order:
               warm-up calls, then max(`--repeats`, 5) timed calls; GFLOP/s. The machine's ceiling.
               Measured again after training (a shared machine may be busy for one of the two);
               the table pools both, the FLOP fraction divides by the larger of the two medians.
-2. augment    `src.augment.train_dataset` over uint8 images at the training batch (128), with the
+2. augment    `src.inputs.pipeline.train_dataset` over uint8 images at the training batch (128), with the
               augmentation of conf/augment/default.yaml on, and again with it off (cast + one-hot
               only), so the cost of the affine transform itself shows. Each repeat times
               `--aug-batches` batches pulled from the iterator after a warm-up; images/s.
-3. train      `src.train.train_fold` itself, on fold 1 of the composed config's K-fold split
+3. train      `src.training.fold.train_fold` itself, on fold 1 of the composed config's K-fold split
               (conf defaults: model=kfold_cnn, optimizer=adam, augment=default, strategy=default,
               batch 128), writing its fold dir to a temp dir that is deleted afterwards. The fold's
               rows are capped (`--train-images`, `--val-images`; the "test" set is the first 256
@@ -31,8 +31,8 @@ fit directly, not through train_fold): the model fit on batches already in memor
 map, no augmentation: the model's own ceiling), fit on the real augmented `train_dataset` with
 tf.data's `deterministic=False` option, and fit under Keras' `mixed_bfloat16` policy.
 
-Data: `--data` parses a competition train CSV with `src.data.parse_csv` (no cache is written);
-without it the embedded sample (conf data=sample, written by `src.sample.ensure_sample`) is used.
+Data: `--data` parses a competition train CSV with `src.inputs.dataset.parse_csv` (no cache is written);
+without it the embedded sample (conf data=sample, written by `src.inputs.sample.ensure_sample`) is used.
 """
 from __future__ import annotations
 
@@ -60,11 +60,12 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from src import augment  # noqa: E402
-from src.data import parse_csv  # noqa: E402
-from src.split import make_folds  # noqa: E402
-from src.strategy import check_batch, make_strategy, resolve_precision  # noqa: E402
-from src.train import RunClock, train_fold  # noqa: E402
+from src.inputs import pipeline  # noqa: E402
+from src.inputs.dataset import parse_csv  # noqa: E402
+from src.inputs.folds import FoldData, make_folds  # noqa: E402
+from src.training.callbacks import RunClock  # noqa: E402
+from src.training.fold import train_fold  # noqa: E402
+from src.training.strategy import check_batch, make_strategy, resolve_precision  # noqa: E402
 
 TARGET_TRAIN = 2_000.0  # images/s
 TARGET_AUG = 40_000.0  # images/s
@@ -89,7 +90,7 @@ def compose_cfg(sample: bool, batch_size: int, epochs: int, extra: list[str] = (
 def load_train(cfg: DictConfig, data: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     shape = tuple(int(s) for s in cfg.data.image_shape)
     if data is None:
-        from src.sample import ensure_sample
+        from src.inputs.sample import ensure_sample
 
         paths = [str(REPO / p) for p in (cfg.data.train, cfg.data.test, cfg.data.test_labels)]
         ensure_sample(*paths)
@@ -184,11 +185,11 @@ def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dic
     precision = resolve_precision(cfg.precision, strategy)
     tr, va = make_folds(y, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)[0]
     tr, va = tr[:train_images], va[:val_images]
-    arrays = (x[tr], y[tr], x[va], y[va], x[va[:N_TEST]])
-    steps = augment.steps_per_epoch(len(tr), cfg.batch_size)
+    data = FoldData(1, x[tr], y[tr], x[va], y[va], va, x[va[:N_TEST]], int(cfg.data.num_classes))
+    steps = pipeline.steps_per_epoch(len(tr), cfg.batch_size)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="bench_fold_") as tmp, timed_fit(timer):
-        result = train_fold(1, arrays, va, cfg, strategy, Path(tmp) / "fold_1", RunClock(1, cfg.epochs), int(cfg.data.num_classes), precision)
+        result = train_fold(data, cfg, strategy, Path(tmp) / "fold_1", RunClock(1, cfg.epochs), precision)
     per_epoch = steps * cfg.batch_size
     info = {"precision": precision, "train_rows": len(tr), "val_rows": len(va), "steps_per_epoch": steps, "epochs": cfg.epochs,
             "epoch_train_s": timer.train_s, "epoch_total_s": timer.epoch_s,
@@ -197,7 +198,7 @@ def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dic
 
 
 def build_compiled(cfg, input_shape, num_classes: int) -> keras.Model:
-    """The model exactly as src/train.py builds and compiles it."""
+    """The model exactly as src/training/fold.py builds and compiles it."""
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         model = instantiate(cfg.model)(input_shape=input_shape, num_classes=num_classes)
@@ -230,7 +231,7 @@ def diagnose(cfg, x, y, train_images: int, epochs: int) -> dict:
     and under the mixed_bfloat16 policy (CPUs with AVX512_BF16/AMX run bf16 matmuls ~2x faster)."""
     n = min(train_images, len(x))
     bs, nc = cfg.batch_size, int(cfg.data.num_classes)
-    steps = augment.steps_per_epoch(n, bs)
+    steps = pipeline.steps_per_epoch(n, bs)
     out = {}
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
@@ -242,13 +243,13 @@ def diagnose(cfg, x, y, train_images: int, epochs: int) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     options = tf.data.Options()
     options.deterministic = False
-    ds = augment.train_dataset(x[:n], y[:n], cfg.augment, bs, nc, cfg.seed).with_options(options)
+    ds = pipeline.train_dataset(x[:n], y[:n], cfg.augment, bs, nc, cfg.seed).with_options(options)
     out["train, aug, deterministic=False"] = bench_fit(build_compiled(cfg, x.shape[1:], nc), ds, steps, epochs, bs)
     keras.backend.clear_session()  # clear_session also resets the dtype policy, so set it after
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        ds = augment.train_dataset(x[:n], y[:n], cfg.augment, bs, nc, cfg.seed)
+        ds = pipeline.train_dataset(x[:n], y[:n], cfg.augment, bs, nc, cfg.seed)
         out["train, aug, mixed_bfloat16"] = bench_fit(build_compiled(cfg, x.shape[1:], nc), ds, steps, epochs, bs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -299,10 +300,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"matmul {args.matmul_n}: {mm['median']:,.1f} GFLOP/s", flush=True)
 
     aug_x, aug_y = x[: max(args.train_images, args.batch_size)], y[: max(args.train_images, args.batch_size)]
-    on = bench_pipeline(augment.train_dataset(aug_x, aug_y, cfg.augment, args.batch_size, nc, cfg.seed),
+    on = bench_pipeline(pipeline.train_dataset(aug_x, aug_y, cfg.augment, args.batch_size, nc, cfg.seed),
                         args.batch_size, args.aug_batches, args.repeats)
     off_cfg = OmegaConf.merge(cfg.augment, {"enabled": False})
-    off = bench_pipeline(augment.train_dataset(aug_x, aug_y, off_cfg, args.batch_size, nc, cfg.seed),
+    off = bench_pipeline(pipeline.train_dataset(aug_x, aug_y, off_cfg, args.batch_size, nc, cfg.seed),
                          args.batch_size, args.aug_batches, args.repeats)
     print(f"augment: {on['median']:,.0f} img/s on, {off['median']:,.0f} img/s off", flush=True)
 

@@ -1,20 +1,8 @@
 """K-fold CV runner: `python -m src.cv fold=15 epochs=45` → submission.csv.
 
-Everything of a run goes to Hydra's run dir (`outputs/<date>/<time>/`, or `hydra.run.dir=...`):
-
-    run.json               the config keys that change results, the data files' SHA-256, package versions
-    cv.log                 the console log (appended to by every process that works on the run)
-    fold_<k>/model.keras   fold k's best epoch by val_accuracy (k = 0 .. fold-1)
-    fold_<k>/history.csv   fold k's loss, accuracy and learning rate per epoch
-    fold_<k>/predictions.npz  fold k's validation rows, labels, probabilities, test probabilities
-    fold_<k>/done.json     fold k is complete (scores and the hashes of its files); written last
-    oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
-    test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
-    submission.csv         ImageId,Label for Kaggle
-    metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
-    report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
-    tensorboard/fold_<k>/  TensorBoard logs per fold (`tensorboard --logdir DIR/tensorboard`)
-    mlflow.json            with logger=mlflow: the MLflow run that records this run
+Reads and checks the data (src.inputs), splits it into folds, trains the folds that are not
+complete (src.training), and once every fold is complete builds the ensemble, the report and the
+run's record (src.results). Everything goes to Hydra's run dir; src.rundir lists its files.
 
 Running the same command with the same run dir resumes: complete folds are skipped, an
 interrupted fold continues from its last finished epoch. `fold_index=k` (or a list) trains only
@@ -28,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import hydra
@@ -38,14 +25,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src import data as data_mod
-from src import ensemble, pictures, report, runstate, tracking
+from src import models  # noqa: F401  (registers the custom layers that saved fold models name)
+from src import rundir
+from src.cli import command
 from src.errors import UserError
 from src.files import write_json
-from src.split import make_folds
-from src.strategy import (check_batch, configure_threads, is_chief, make_strategy, resolve_precision, strategy_name,
-                          worker_id)
-from src.train import RunClock, train_fold
+from src.inputs import dataset as data_mod
+from src.inputs.folds import fold_data, make_folds
+from src.models.inference import reconstruct
+from src.results import ensemble, pictures, report, tracking
+from src.training.callbacks import RunClock
+from src.training.fold import train_fold
+from src.training.strategy import (check_batch, configure_threads, is_chief, make_strategy, resolve_precision,
+                                   strategy_name, worker_id)
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +61,11 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
         raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
     if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
         run_dir = run_dir / f".{worker_id(strategy)}"
-    runstate.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
-    runstate.claim(run_dir, runstate.identity(cfg, dataset.digests), cfg,
-                   {"train": len(dataset.y_train), "test": len(dataset.x_test)})
+    rundir.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
+    rundir.claim(run_dir, rundir.identity(cfg, dataset.digests), cfg,
+                 {"train": len(dataset.y_train), "test": len(dataset.x_test)})
 
-    todo = [k for k in wanted if runstate.load_complete(runstate.fold_dir(run_dir, k)) is None]
+    todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
     log.info(
         "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
         len(folds), len(todo), todo, cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
@@ -81,25 +73,23 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
     )
     clock = RunClock(len(todo), cfg.epochs)
     for k in todo:
-        fdir = runstate.fold_dir(run_dir, k)
-        with runstate.fold_lock(fdir) as mine:
+        fdir = rundir.fold_dir(run_dir, k)
+        with rundir.fold_lock(fdir) as mine:
             if not mine:
                 log.warning("fold %d is being trained by another process: left to it", k)
                 continue
-            if runstate.load_complete(fdir) is not None:  # finished by another process meanwhile
+            if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
                 continue
-            tr, va = folds[k]
-            arrays = (dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], dataset.x_test)
-            result = train_fold(k, arrays, va, cfg, strategy, fdir, clock, dataset.num_classes, precision)
+            result = train_fold(fold_data(dataset, folds, k), cfg, strategy, fdir, clock, precision)
         log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
 
-    missing = [k for k in range(len(folds)) if runstate.load_complete(runstate.fold_dir(run_dir, k)) is None]
+    missing = [k for k in range(len(folds)) if rundir.load_complete(run_dir, k) is None]
     if missing:
         log.info("folds %s of %s are not complete yet; the job that finishes the last one builds the ensemble "
                  "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
         return None
     ens, written = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
-    if written or not (run_dir / "report.md").exists():  # a finished run run again is left exactly as it was
+    if written or not (run_dir / rundir.REPORT).exists():  # a finished run run again is left exactly as it was
         _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
         report.build(run_dir, dataset.x_train, dataset.x_test)
         tracking.log_run(cfg, run_dir, ens.metrics)
@@ -109,11 +99,14 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
 
 def _autoencoder_picture(run_dir: Path, val_images) -> None:
     """For a model with an autoencoder: fold 0's inputs above their reconstructions, and its MSE."""
-    model = keras.models.load_model(runstate.fold_dir(run_dir, 0) / runstate.MODEL, compile=False)
-    mse = pictures.reconstructions(model, val_images, run_dir / "autoencoder.png")
-    if mse is not None:
-        write_json(run_dir / "autoencoder.json", {"reconstruction_mse": mse, "fold": 0, "images": len(val_images)})
-        log.info("autoencoder: reconstruction MSE %.4f on fold 0's validation images (autoencoder.png)", mse)
+    model = keras.models.load_model(rundir.fold_dir(run_dir, 0) / rundir.MODEL, compile=False)
+    recon = reconstruct(model, val_images)
+    if recon is None:
+        return
+    pixels = val_images.reshape(len(val_images), -1).astype("float32") / 255.0
+    mse = pictures.reconstructions(pixels, recon, val_images.shape[1:], run_dir / rundir.AUTOENCODER_PICTURE)
+    write_json(run_dir / rundir.AUTOENCODER_SCORE, {"reconstruction_mse": mse, "fold": 0, "images": len(val_images)})
+    log.info("autoencoder: reconstruction MSE %.4f on fold 0's validation images (%s)", mse, rundir.AUTOENCODER_PICTURE)
 
 
 def select_folds(fold_index, folds: int) -> list[int]:
@@ -173,6 +166,7 @@ def parallel_jobs_of(hc) -> int:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@command
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean CV accuracy (the value a sweeper optimises)."""
     hc = HydraConfig.get()
@@ -180,12 +174,10 @@ def main(cfg: DictConfig) -> float | None:
     fresh = not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".hydra", "cv.log"}
     try:
         ens = run(cfg, run_dir, parallel_jobs_of(hc))
-    except UserError as e:
-        log.error("%s", e)
+    except UserError:
         if fresh and run_dir == Path(hc.runtime.output_dir):  # nothing of value there: leave no trace
-            logging.shutdown()
             shutil.rmtree(run_dir, ignore_errors=True)
-        sys.exit(f"error: {e}")
+        raise
     return ens.metrics["cv_mean"] if ens else None
 
 

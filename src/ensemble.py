@@ -1,218 +1,49 @@
-"""Combine folds: out-of-fold predictions, the averaged test prediction, the submission and metrics.
-
-`python -m src.ensemble run_dir=DIR` (re)builds a run's submission.csv and metrics.json from the
-folds that are complete, and says which are missing: the last step after fold jobs trained in
-parallel (src.cv builds it itself when it finishes the last fold).
+"""`python -m src.ensemble run_dir=DIR`: (re)build a run's submission.csv and metrics.json from its
+complete folds, and say which are missing: the last step after fold jobs trained in parallel
+(src.cv builds it itself when it finishes the last fold). Blending several runs is src.blend.
 """
 from __future__ import annotations
 
-import json
 import logging
+import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-import numpy as np
-import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src import runstate
-from src.data import read_labels
-from src.errors import UserError
-from src.files import remove_stale_temps, write_csv, write_json
-from src.train import FoldResult
+from src import rundir
+from src.cli import command
+from src.inputs.dataset import read_labels
+from src.results.ensemble import build, summary
 
 log = logging.getLogger(__name__)
-# conf/ensemble.yaml: Hydra's dir is the run being rebuilt, or a fresh one for a blend
-OmegaConf.register_new_resolver("first_set", lambda value, fallback: value if value else fallback, replace=True)
-
-SUBMISSION = "submission.csv"
-METRICS = "metrics.json"
-OOF = "oof.csv"
-TEST_PROBS = "test_probs.csv"
-
-
-@dataclass
-class Ensemble:
-    """The run's result: OOF and test probabilities, the submission and the scores."""
-
-    oof_probs: np.ndarray  # (N, classes); NaN rows were in no validation fold
-    oof_fold: np.ndarray  # (N,) fold of each row, -1 if it is in no complete fold's validation rows
-    oof_label: np.ndarray  # (N,) true label of each row, -1 where oof_fold is -1
-    test_probs: np.ndarray  # (M, classes), mean over folds
-    submission: pd.DataFrame
-    metrics: dict
-
-
-def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = None, missing: list[int] = ()) -> Ensemble:
-    """Average the folds' test probabilities and gather their validation predictions.
-
-    `missing` names folds of the run that are not complete yet: the ensemble is then partial.
-    """
-    classes = folds[0].test_probs.shape[1]
-    oof = np.full((n_train, classes), np.nan, np.float32)
-    oof_fold = np.full(n_train, -1, np.int64)
-    oof_label = np.full(n_train, -1, np.int64)
-    for f in folds:
-        oof[f.val_index] = f.val_probs
-        oof_fold[f.val_index] = f.fold
-        oof_label[f.val_index] = f.val_labels
-    test_probs = np.mean([f.test_probs for f in folds], axis=0)
-    submission = make_submission(test_probs.argmax(1), classes)
-    covered = oof_fold >= 0
-    scores = [f.accuracy for f in folds]
-    metrics = {
-        "folds": [
-            {"fold": f.fold, "accuracy": f.accuracy, "best_epoch": f.best_epoch, "seconds": round(f.seconds, 1)}
-            for f in folds
-        ],
-        "folds_missing": sorted(missing),
-        "complete": not missing,
-        "cv_mean": float(np.mean(scores)),
-        "cv_std": float(np.std(scores)),
-        "oof_accuracy": float(np.mean(oof[covered].argmax(1) == oof_label[covered])),
-        "oof_rows": int(covered.sum()),
-    }
-    if all(f.val_probs_plain is not None for f in folds):  # the OOF accuracy without test-time augmentation
-        plain = np.full_like(oof, np.nan)
-        for f in folds:
-            plain[f.val_index] = f.val_probs_plain
-        metrics["oof_accuracy_plain"] = float(np.mean(plain[covered].argmax(1) == oof_label[covered]))
-    if y_test is not None:
-        metrics["test_accuracy"] = float(np.mean(submission["Label"].to_numpy() == y_test))
-    return Ensemble(oof, oof_fold, oof_label, test_probs, submission, metrics)
-
-
-def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = None) -> tuple[Ensemble, bool]:
-    """Combine the complete folds found in `run_dir` and write the results.
-
-    When metrics.json already describes exactly these folds (a finished run run again), nothing
-    is rewritten: the results are recomputed only to be shown. Returns the ensemble and whether
-    it was written.
-    """
-    results, missing = [], []
-    for k in range(folds):
-        record = runstate.load_complete(runstate.fold_dir(run_dir, k))
-        (results.append(FoldResult.load(k, record)) if record is not None else missing.append(k))
-    if not results:
-        raise UserError(f"no fold of {run_dir} is complete yet: train some with `python -m src.cv hydra.run.dir={run_dir}`")
-    ens = combine(results, n_train, y_test, missing)
-    if _read_metrics(run_dir) == json.loads(json.dumps(ens.metrics)):
-        log.info("%s already holds this ensemble of %d fold(s): results left as they are", run_dir, len(results))
-        return ens, False
-    remove_stale_temps(run_dir)
-    write(run_dir, ens)
-    if missing:
-        log.warning(
-            "ensemble of %d of %d folds written; missing fold(s) %s: train them with fold_index=%s, "
-            "then run `python -m src.ensemble run_dir=%s`",
-            len(results), folds, missing, missing, run_dir,
-        )
-    return ens, True
-
-
-def _read_metrics(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / METRICS).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def make_submission(labels: np.ndarray, num_classes: int) -> pd.DataFrame:
-    """`ImageId` 1..N and `Label`, checked before anything is written."""
-    frame = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels.astype(np.int64)})
-    check_submission(frame, len(labels), num_classes)
-    return frame
-
-
-def check_submission(frame: pd.DataFrame, n_test: int, num_classes: int) -> None:
-    """Raise if a submission is not `ImageId,Label` with ids 1..n_test and labels in range."""
-    problems = []
-    if list(frame.columns) != ["ImageId", "Label"]:
-        problems.append(f"columns are {list(frame.columns)}, expected ['ImageId', 'Label']")
-    elif len(frame) != n_test:
-        problems.append(f"{len(frame)} rows for {n_test} test images")
-    else:
-        if not np.array_equal(frame["ImageId"].to_numpy(), np.arange(1, n_test + 1)):
-            problems.append("ImageId is not 1..N in order")
-        labels = frame["Label"].to_numpy()
-        if labels.min() < 0 or labels.max() >= num_classes:
-            problems.append(f"labels outside 0..{num_classes - 1}")
-    if problems:
-        raise RuntimeError("invalid submission: " + "; ".join(problems))
-
-
-def write(run_dir: Path, ens: Ensemble) -> None:
-    """Write oof.csv, test_probs.csv, submission.csv and metrics.json (metrics last: it marks done).
-
-    oof.csv holds the training rows that are in a complete fold's validation rows (all of them
-    for a finished K-fold run).
-    """
-    classes = ens.test_probs.shape[1]
-    prob_cols = [f"p{c}" for c in range(classes)]
-    rows = np.flatnonzero(ens.oof_fold >= 0)
-    oof = pd.DataFrame(ens.oof_probs[rows], columns=prob_cols)
-    oof.insert(0, "row", rows)
-    oof.insert(1, "label", ens.oof_label[rows])
-    oof.insert(2, "fold", ens.oof_fold[rows])
-    write_csv(run_dir / OOF, oof)
-    test = pd.DataFrame(ens.test_probs, columns=prob_cols)
-    test.insert(0, "ImageId", np.arange(1, len(test) + 1))
-    write_csv(run_dir / TEST_PROBS, test)
-    write_csv(run_dir / SUBMISSION, ens.submission)
-    write_json(run_dir / METRICS, ens.metrics)
-
-
-def summary(ens: Ensemble) -> str:
-    """The per-fold table and the CV score, for the end of the console log."""
-    lines = ["fold  accuracy  best_epoch  seconds"]
-    for f in ens.metrics["folds"]:
-        lines.append(f"{f['fold']:>4}  {f['accuracy']:.4f}    {f['best_epoch']:>10}  {f['seconds']:>7.1f}")
-    m = ens.metrics
-    lines.append(f"mean CV accuracy {m['cv_mean']:.4f} ± {m['cv_std']:.4f}; out-of-fold accuracy {m['oof_accuracy']:.4f}")
-    if "oof_accuracy_plain" in m and m["oof_accuracy_plain"] != m["oof_accuracy"]:
-        lines.append(f"out-of-fold accuracy without test-time augmentation {m['oof_accuracy_plain']:.4f}")
-    if "test_accuracy" in m:
-        lines.append(f"test accuracy (ensemble) {m['test_accuracy']:.4f}")
-    if m["folds_missing"]:
-        lines.append(f"partial ensemble: fold(s) {m['folds_missing']} not complete")
-    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ensemble")
+@command
 def main(cfg: DictConfig) -> float:
-    """`python -m src.ensemble run_dir=DIR`: (re)build a run's submission from its complete folds;
-    `python -m src.ensemble "runs=[DIR1,DIR2]" [weights=oof]`: blend finished runs into a new run dir."""
-    try:
-        if cfg.runs:
-            from src import blend
-
-            out_dir = Path(HydraConfig.get().runtime.output_dir)
-            ens, metrics = blend.blend([Path(d) for d in cfg.runs], cfg.weights)
-            blend.write_blend(out_dir, ens)
-            log.info("blend written to %s\n%s", out_dir, blend.summary(metrics))
-            return metrics["oof_accuracy"]
-        if not cfg.run_dir:
-            raise UserError("give run_dir=DIR (rebuild a run's ensemble) or runs=[DIR1,DIR2,...] (blend runs)")
-        run_dir = Path(cfg.run_dir)
-        try:
-            record = json.loads((run_dir / runstate.RUN).read_text())
-            config, rows = record["resolved_config"], record["rows"]
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {runstate.RUN}: {e})") from None
-        labels = config["data"].get("test_labels")
-        y_test = None
-        if labels and Path(labels).is_file():
-            y_test = read_labels(labels, rows["test"], config["data"]["num_classes"])
-        ens, _ = build(run_dir, int(config["fold"]), rows["train"], y_test)
-    except UserError as e:
-        log.error("%s", e)
-        sys.exit(f"error: {e}")
+    """Rebuild the ensemble of the run in `cfg.run_dir`; returns its mean CV accuracy."""
+    run_dir = Path(cfg.run_dir)
+    record = rundir.read_record(run_dir)
+    config, rows = record["resolved_config"], record["rows"]
+    labels = config["data"].get("test_labels")
+    y_test = None
+    if labels and Path(labels).is_file():
+        y_test = read_labels(labels, rows["test"], config["data"]["num_classes"])
+    ens, _ = build(run_dir, int(config["fold"]), rows["train"], y_test)
     log.info("results in %s\n%s", run_dir, summary(ens))
     return ens.metrics["cv_mean"]
 
 
+def blend_pointer(argv: list[str]) -> str | None:
+    """The one-line answer to the blend form this command had (`runs=[...]`), else None."""
+    if not any(arg.split("=", 1)[0].lstrip("+~") == "runs" for arg in argv):
+        return None
+    return f"blending is its own command now: python -m src.blend {shlex.join(argv)}"
+
+
 if __name__ == "__main__":
+    if pointer := blend_pointer(sys.argv[1:]):
+        sys.exit(f"error: {pointer}")
     main()

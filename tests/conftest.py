@@ -1,6 +1,7 @@
 """Shared fixtures: the real conf/ composed with small overrides, and tiny real-MNIST CSVs."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,3 +96,66 @@ def unfinished_copy(finished_run: Path, run_dir: Path) -> Path:
     shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns(
         "fold_1", "metrics.json", "submission.csv", "oof.csv", "test_probs.csv", "report.md", "*.png", "mlflow.json"))
     return run_dir
+
+
+# Kill this process once fit reaches fold `FOLD`'s epoch `EPOCH` (1-based), batch `BATCH`.
+KILL_MID_EPOCH = """
+import os, signal, keras
+_fit, _calls = keras.Model.fit, []
+class _Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+    def on_train_batch_end(self, batch, logs=None):
+        if len(_calls) == {fold} + 1 and self.epoch == {epoch} and batch == {batch}:
+            os.kill(os.getpid(), signal.SIGKILL)
+def fit(self, *args, callbacks=(), **kwargs):
+    _calls.append(1)
+    return _fit(self, *args, callbacks=[*callbacks, _Kill()], **kwargs)
+keras.Model.fit = fit
+"""
+
+
+def snapshot(fold_dir):
+    """Bytes and modification time of a fold's finished files: equal means not retrained."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in fold_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def check_run_dir(run_dir, folds: int) -> dict:
+    """Assert a finished run's files are all there and consistent; return its metrics."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sub = pd.read_csv(run_dir / "submission.csv")
+    assert list(sub.columns) == ["ImageId", "Label"]
+    assert len(sub) == N_TEST
+    assert sub["ImageId"].tolist() == list(range(1, N_TEST + 1))
+    assert sub["Label"].between(0, 9).all()
+
+    oof = pd.read_csv(run_dir / "oof.csv")
+    assert len(oof) == N_TRAIN and set(oof["fold"]) == set(range(folds))
+    assert sorted(oof["row"]) == list(range(N_TRAIN))
+    probs = oof[[f"p{c}" for c in range(10)]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    recomputed = float(np.mean(probs.argmax(1) == oof["label"].to_numpy()))
+    assert recomputed == metrics["oof_accuracy"]
+    per_fold = [float(np.mean(g[[f"p{c}" for c in range(10)]].to_numpy().argmax(1) == g["label"])) for _, g in oof.groupby("fold")]
+    np.testing.assert_allclose(per_fold, [f["accuracy"] for f in metrics["folds"]])
+    np.testing.assert_allclose(metrics["cv_mean"], np.mean(per_fold))
+
+    test_probs = pd.read_csv(run_dir / "test_probs.csv")
+    assert (test_probs[[f"p{c}" for c in range(10)]].to_numpy().argmax(1) == sub["Label"].to_numpy()).all()
+    for k in range(folds):
+        fold_dir = run_dir / f"fold_{k}"
+        assert (fold_dir / "model.keras").stat().st_size > 0
+        history = pd.read_csv(fold_dir / "history.csv")
+        assert len(history) >= 1
+        # The checkpoint's val_accuracy (padded batches) equals the accuracy of the reloaded best weights
+        # (without test-time augmentation, which only the fold's reported accuracy includes).
+        done = json.loads((fold_dir / "done.json").read_text())
+        assert abs(history["val_accuracy"].max() - done["accuracy_plain"]) < 1e-6
+        assert done["accuracy"] == metrics["folds"][k]["accuracy"]
+        assert {"val_index", "val_labels", "val_probs", "test_probs"} <= set(np.load(fold_dir / "predictions.npz").files)
+        assert done["fold"] == k
+        assert not (fold_dir / "train").exists()  # the resume state goes once the fold is complete
+    assert metrics["complete"] and metrics["folds_missing"] == []
+    run = json.loads((run_dir / "run.json").read_text())
+    assert set(run["data"]) == {"train", "test"} and run["versions"]["tensorflow"]
+    return metrics

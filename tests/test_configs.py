@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from conftest import REPO, compose_config
 from src.errors import UserError
-from src.strategy import check_batch, make_strategy
+from src.training.strategy import check_batch, make_strategy
 
 
 def options(group: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_batch_must_split_evenly_over_replicas():
 
 
 def test_precision_auto_and_named():
-    from src.strategy import _cpu_has_bf16, resolve_precision
+    from src.training.strategy import _cpu_has_bf16, resolve_precision
 
     default = make_strategy(compose_config(["strategy=default"]).strategy)
     assert resolve_precision("float32", default) == "float32"

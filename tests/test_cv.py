@@ -1,54 +1,12 @@
 """End-to-end runs of `python -m src.cv` on tiny real data with the real composed config."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from conftest import N_TEST, N_TRAIN, run_cv, tiny_overrides
-
-
-def check_run_dir(run_dir, folds: int) -> dict:
-    """Assert a finished run's files are all there and consistent; return its metrics."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    sub = pd.read_csv(run_dir / "submission.csv")
-    assert list(sub.columns) == ["ImageId", "Label"]
-    assert len(sub) == N_TEST
-    assert sub["ImageId"].tolist() == list(range(1, N_TEST + 1))
-    assert sub["Label"].between(0, 9).all()
-
-    oof = pd.read_csv(run_dir / "oof.csv")
-    assert len(oof) == N_TRAIN and set(oof["fold"]) == set(range(folds))
-    assert sorted(oof["row"]) == list(range(N_TRAIN))
-    probs = oof[[f"p{c}" for c in range(10)]].to_numpy()
-    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
-    recomputed = float(np.mean(probs.argmax(1) == oof["label"].to_numpy()))
-    assert recomputed == metrics["oof_accuracy"]
-    per_fold = [float(np.mean(g[[f"p{c}" for c in range(10)]].to_numpy().argmax(1) == g["label"])) for _, g in oof.groupby("fold")]
-    np.testing.assert_allclose(per_fold, [f["accuracy"] for f in metrics["folds"]])
-    np.testing.assert_allclose(metrics["cv_mean"], np.mean(per_fold))
-
-    test_probs = pd.read_csv(run_dir / "test_probs.csv")
-    assert (test_probs[[f"p{c}" for c in range(10)]].to_numpy().argmax(1) == sub["Label"].to_numpy()).all()
-    for k in range(folds):
-        fold_dir = run_dir / f"fold_{k}"
-        assert (fold_dir / "model.keras").stat().st_size > 0
-        history = pd.read_csv(fold_dir / "history.csv")
-        assert len(history) >= 1
-        # The checkpoint's val_accuracy (padded batches) equals the accuracy of the reloaded best weights
-        # (without test-time augmentation, which only the fold's reported accuracy includes).
-        done = json.loads((fold_dir / "done.json").read_text())
-        assert abs(history["val_accuracy"].max() - done["accuracy_plain"]) < 1e-6
-        assert done["accuracy"] == metrics["folds"][k]["accuracy"]
-        assert {"val_index", "val_labels", "val_probs", "test_probs"} <= set(np.load(fold_dir / "predictions.npz").files)
-        assert done["fold"] == k
-        assert not (fold_dir / "train").exists()  # the resume state goes once the fold is complete
-    assert metrics["complete"] and metrics["folds_missing"] == []
-    run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["data"]) == {"train", "test"} and run["versions"]["tensorflow"]
-    return metrics
+from conftest import check_run_dir, run_cv, tiny_overrides
 
 
 def hydra_config(run_dir) -> dict:

@@ -9,7 +9,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import compose_config, run_cv, tiny_overrides
-from src.search import _make_sqlite_dir, resume_study
+from hydra_plugins.kfold_search._study import _make_sqlite_dir, resume_study
 
 SPACE = {"model.dropout": (0.2, 0.5, False), "optimizer.learning_rate": (3e-4, 3e-3, True), "schedule.decay": (0.85, 0.98, False)}
 

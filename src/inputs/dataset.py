@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from src import idx
 from src.errors import UserError
 from src.files import sha256
+from src.inputs import idx
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def load(cfg: DictConfig) -> Dataset:
     if cfg.get("format", "csv") != "csv":
         raise UserError(f"data.format={cfg.format!r} is not one of csv, idx")
     if cfg.get("sample", False):
-        from src.sample import ensure_sample
+        from src.inputs.sample import ensure_sample
 
         ensure_sample(cfg.train, cfg.test, cfg.test_labels)
     shape = _shape(cfg)

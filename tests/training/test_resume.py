@@ -5,32 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from test_cv import check_run_dir
-
-from conftest import run_cv, tiny_overrides
-
-# Kill this process once fit reaches fold `FOLD`'s epoch `EPOCH` (1-based), batch `BATCH`.
-KILL_MID_EPOCH = """
-import os, signal, keras
-_fit, _calls = keras.Model.fit, []
-class _Kill(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch + 1
-    def on_train_batch_end(self, batch, logs=None):
-        if len(_calls) == {fold} + 1 and self.epoch == {epoch} and batch == {batch}:
-            os.kill(os.getpid(), signal.SIGKILL)
-def fit(self, *args, callbacks=(), **kwargs):
-    _calls.append(1)
-    return _fit(self, *args, callbacks=[*callbacks, _Kill()], **kwargs)
-keras.Model.fit = fit
-"""
+from conftest import KILL_MID_EPOCH, check_run_dir, run_cv, snapshot, tiny_overrides
 
 # Kill this process halfway through writing the file named `NAME` whose path contains `INSIDE`:
 # the temporary file is left half-written, the final name never appears.
 KILL_IN_WRITE = """
 import os, signal, socket
 from pathlib import Path
-import src.files, src.runstate, src.train
+import src.files, src.rundir, src.training.checkpoint, src.training.fold
 _atomic = src.files.atomic_write
 def atomic_write(path, write):
     path = Path(path)
@@ -42,14 +24,9 @@ def atomic_write(path, write):
         os.truncate(tmp, os.path.getsize(tmp) // 2)
         os.kill(os.getpid(), signal.SIGKILL)
     return _atomic(path, write)
-for module in (src.files, src.runstate, src.train):
+for module in (src.files, src.rundir, src.training.checkpoint, src.training.fold):
     module.atomic_write = atomic_write
 """
-
-
-def snapshot(fold_dir):
-    """Bytes and modification time of a fold's finished files: equal means not retrained."""
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in fold_dir.iterdir() if p.is_file() and p.name != ".lock"}
 
 
 def killed(args, prelude):
@@ -195,10 +172,10 @@ FULL_DISK = (
     "shutil.disk_usage = lambda p: collections.namedtuple('u', 'total used free')(10**9, 10**9 - 10**6, 10**6)\n"
 )
 READ_ONLY = (  # as root, chmod cannot make a dir unwritable: fail the write the way a read-only dir does
-    "import errno, src.files, src.runstate\n"
+    "import errno, src.files, src.rundir\n"
     "def refuse(path, write):\n"
     "    raise PermissionError(errno.EACCES, 'Permission denied', str(path))\n"
-    "src.runstate.atomic_write = refuse\n"
+    "src.rundir.atomic_write = refuse\n"
 )
 
 

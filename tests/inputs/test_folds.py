@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from src.errors import UserError
-from src.split import make_folds
+from src.inputs.folds import make_folds
 
 LABELS = np.repeat(np.arange(10), 30)  # 300 rows, 30 of each class, sorted by class
 UNEVEN = np.concatenate([np.full(120, 0), np.full(60, 1), np.full(15, 2), np.full(5, 3)])  # 60% / 30% / 7.5% / 2.5%

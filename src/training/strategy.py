@@ -8,7 +8,7 @@ import os
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src import multi_worker
+from src.training import multi_worker
 from src.errors import UserError
 
 log = logging.getLogger(__name__)

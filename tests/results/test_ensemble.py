@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.ensemble import check_submission, combine, make_submission
-from src.train import FoldResult
+from src.results.ensemble import check_submission, combine, make_submission
+from src.rundir import FoldResult
 
 
 def one_hot(labels, classes=10):

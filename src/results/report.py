@@ -1,0 +1,68 @@
+"""A finished run's report: its pictures and report.md, from the files in its run dir and the images.
+
+    curves_loss.png, curves_accuracy.png   training and validation per epoch, every fold overlaid
+    test_label_counts.png                  how often each label is predicted on the test set
+    test_samples.png                       50 test digits with their predicted labels
+    confusion.png                          the out-of-fold confusion matrix
+    most_wrong.png                         the 30 most confidently wrong out-of-fold digits
+    report.md                              the pictures and the per-fold metrics table
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src import rundir
+from src.errors import UserError
+from src.files import atomic_write
+from src.results import pictures
+
+
+def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
+    """Write every picture and report.md for the finished run in `run_dir`; returns report.md."""
+    metrics = rundir.read_metrics(run_dir)
+    if metrics is None:
+        raise UserError(f"{run_dir} has no {rundir.METRICS}: the run is not finished (python -m src.ensemble run_dir={run_dir})")
+    oof = pd.read_csv(run_dir / rundir.OOF)
+    probs = oof.filter(regex=r"^p\d+$").to_numpy()
+    num_classes = probs.shape[1]
+    submission = pd.read_csv(run_dir / rundir.SUBMISSION)
+
+    histories = {}
+    for f in metrics["folds"]:
+        path = rundir.fold_dir(run_dir, f["fold"]) / rundir.HISTORY
+        if path.exists():
+            histories[f["fold"]] = pd.read_csv(path)
+    for metric in ("loss", "accuracy"):
+        pictures.curves(histories, metric, run_dir / rundir.CURVES.format(metric=metric))
+    pictures.label_counts(submission["Label"].to_numpy(), num_classes, run_dir / rundir.LABEL_COUNTS)
+    shown = min(50, len(x_test))
+    pictures.digit_grid(x_test[:shown], [f"{label}" for label in submission["Label"][:shown]], 10,
+                        run_dir / rundir.TEST_SAMPLES, f"the first {shown} test digits and their predicted labels")
+    predicted = probs.argmax(1)
+    truth = oof["label"].to_numpy()
+    pictures.confusion(truth, predicted, num_classes, run_dir / rundir.CONFUSION)
+    wrong = np.flatnonzero(predicted != truth)
+    worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:30]
+    pictures.digit_grid(x_train[oof["row"].to_numpy()[worst]],
+                        [f"true {truth[i]} → {predicted[i]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
+                        run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
+
+    lines = ["# Run report", "", f"Run dir: `{run_dir}`", "",
+             "| fold | accuracy | best epoch | seconds |", "|---:|---:|---:|---:|"]
+    lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} |" for f in metrics["folds"]]
+    lines += ["", f"Mean CV accuracy **{metrics['cv_mean']:.4f}** ± {metrics['cv_std']:.4f}; "
+              f"out-of-fold accuracy {metrics['oof_accuracy']:.4f} on {metrics['oof_rows']:,} rows."]
+    if "test_accuracy" in metrics:
+        lines.append(f"Test accuracy of the ensemble: {metrics['test_accuracy']:.4f}.")
+    if metrics.get("folds_missing"):
+        lines.append(f"Partial ensemble: fold(s) {metrics['folds_missing']} not complete.")
+    for title, name in (("Loss", rundir.CURVES.format(metric="loss")), ("Accuracy", rundir.CURVES.format(metric="accuracy")),
+                        ("Predicted test labels", rundir.LABEL_COUNTS), ("Test digits", rundir.TEST_SAMPLES),
+                        ("Out-of-fold confusion matrix", rundir.CONFUSION), ("Most confidently wrong", rundir.MOST_WRONG)):
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    report = run_dir / rundir.REPORT
+    atomic_write(report, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    return report

@@ -1,0 +1,81 @@
+"""A fold's training state, committed at the end of every epoch so a killed fold resumes.
+
+While fold k trains, `fold_k/train/` holds:
+
+    state.json              epoch reached, best epoch and val_accuracy so far, history rows
+    last-<e>.weights.h5     weights and optimizer state after epoch e (to resume from)
+    best-<e>.keras          the best model so far
+
+Both files are written (atomically) before state.json is renamed over the old one, so a process
+killed at any moment resumes from the last finished epoch, with the learning-rate schedule, the
+optimizer's moments and the best-so-far val_accuracy carried over.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from src import rundir
+from src.files import atomic_write, sha256, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+class FoldCheckpoint(keras.callbacks.Callback):
+    """At each epoch's end: the best model so far, the latest weights, then state.json (the commit)."""
+
+    def __init__(self, state_dir: Path, state: dict) -> None:
+        super().__init__()
+        self.dir, self.state = state_dir, state
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        e, state = epoch + 1, self.state
+        row = {"epoch": e, **{k: float(v) for k, v in logs.items()}}
+        if row["val_accuracy"] > state["best_val_accuracy"]:
+            best = f"best-{e}.keras"
+            atomic_write(self.dir / best, self.model.save)
+            state.update(best_file=best, best_epoch=e, best_val_accuracy=row["val_accuracy"], best_sha256=sha256(self.dir / best))
+        last = f"last-{e}.weights.h5"
+        atomic_write(self.dir / last, self.model.save_weights)
+        state.update(epoch=e, last_file=last, last_sha256=sha256(self.dir / last))
+        state["history"].append(row)
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - self.start
+        write_json(self.dir / rundir.STATE, state)
+        for old in self.dir.iterdir():
+            if old.name not in (rundir.STATE, state["best_file"], state["last_file"]):
+                old.unlink(missing_ok=True)
+        write_csv(self.dir.parent / rundir.HISTORY, pd.DataFrame(state["history"]))
+
+
+def restore(model: keras.Model, state_dir: Path, fold: int) -> dict:
+    """Load the state an interrupted run left in `state_dir` into `model`; a fresh state if none.
+
+    A state whose files are missing or do not match their recorded hashes (a damaged disk, a
+    copy cut short) is reported and dropped: the fold then starts again from epoch 0.
+    """
+    fresh = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": []}
+    path = state_dir / rundir.STATE
+    if not path.exists():
+        return fresh
+    try:
+        state = json.loads(path.read_text())
+        for kind in ("last", "best"):
+            if sha256(state_dir / state[f"{kind}_file"]) != state[f"{kind}_sha256"]:
+                raise ValueError(f"{state[f'{kind}_file']} does not match its recorded SHA-256")
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(state_dir / state["last_file"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("fold %d: the saved training state in %s is damaged (%s): training the fold from the start", fold, state_dir, e)
+        for f in state_dir.iterdir():
+            f.unlink()
+        return fresh
+    log.info("fold %d: resuming after epoch %d (best val_accuracy %.4f at epoch %d)", fold, state["epoch"], state["best_val_accuracy"], state["best_epoch"])
+    return state

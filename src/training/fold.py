@@ -1,0 +1,156 @@
+"""Train one fold, in five steps: build and compile the model under the strategy; gather the
+callbacks; fit (resuming from the fold's saved state, src.training.checkpoint); predict the
+validation rows and the test set with the best epoch; commit the fold's files, done.json last.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src import rundir
+from src.files import atomic_write, remove_stale_temps
+from src.inputs import pipeline
+from src.inputs.folds import FoldData
+from src.models.inference import predict
+from src.rundir import FoldResult
+from src.training import multi_worker
+from src.training.callbacks import Progress, RunClock, tensorboard
+from src.training.checkpoint import FoldCheckpoint, restore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldPredictions:
+    """A fold's class probabilities: validation rows (with and without test-time augmentation) and test."""
+
+    val: np.ndarray
+    val_plain: np.ndarray
+    test: np.ndarray
+
+
+def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, fold_dir: Path, clock: RunClock,
+               precision: str = "float32") -> FoldResult:
+    """Fit fold `data.fold` into `fold_dir` and return its result; resumes from `fold_dir/train/`
+    when an earlier process left state there. `precision` is a Keras dtype policy name
+    (`src.training.strategy.resolve_precision`)."""
+    start = time.perf_counter()
+    state_dir = fold_dir / rundir.TRAIN_STATE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(fold_dir, anyone=True)  # the caller holds the fold's lock
+    remove_stale_temps(state_dir, anyone=True)
+    model, state = build(data, cfg, strategy, precision, state_dir)
+    earlier_seconds = state.get("seconds", 0.0)
+    clock.total -= state["epoch"]
+    fit(model, data, cfg, strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock))
+    model = best_model(model, state_dir, state, strategy, data.fold)
+    predictions = predict_fold(model, data, cfg)
+    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start)
+
+
+def build(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str,
+          state_dir: Path) -> tuple[keras.Model, dict]:
+    """The compiled model under `strategy`, with the fold's saved state loaded when there is one."""
+    keras.backend.clear_session()  # also resets the dtype policy, so set it after
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(cfg.seed + data.fold)
+    with strategy.scope():
+        model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
+        model.compile(
+            optimizer=instantiate(cfg.optimizer)(),
+            loss=cfg.loss,
+            # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
+            weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=cfg.steps_per_execution,
+        )
+        state = restore(model, state_dir, data.fold)
+    return model, state
+
+
+def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, state: dict,
+              clock: RunClock) -> list[keras.callbacks.Callback]:
+    """The learning-rate schedule, the per-epoch checkpoint, and the optional logs."""
+    base_lr, decay = cfg.optimizer.learning_rate, cfg.schedule.decay
+    found = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: base_lr * decay**epoch),
+        FoldCheckpoint(state_dir, state),
+    ]
+    if cfg.tensorboard:
+        found.append(tensorboard(run_dir, data.fold))
+    if cfg.verbose:
+        steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
+        found.append(Progress(data.fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
+    return found
+
+
+def fit(model: keras.Model, data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, initial_epoch: int,
+        callbacks: list[keras.callbacks.Callback]) -> None:
+    """Train from `initial_epoch` to `cfg.epochs` on freshly augmented batches."""
+    seed = cfg.seed + data.fold
+    train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, seed, initial_epoch)
+    if multi_worker.is_multi_worker(strategy):
+        multi_worker.prepare(model, strategy, train)
+    if initial_epoch >= cfg.epochs:
+        return
+    model.fit(
+        train,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size),
+        validation_data=pipeline.eval_dataset(data.x_val, data.y_val, cfg.batch_size, data.num_classes),
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, per epoch
+        verbose=0,
+    )
+
+
+def best_model(model: keras.Model, state_dir: Path, state: dict, strategy: tf.distribute.Strategy, fold: int) -> keras.Model:
+    """The model with the best epoch's weights."""
+    if "best_file" not in state:
+        raise RuntimeError(f"fold {fold}: no epoch produced a finite val_accuracy (training diverged): lower optimizer.learning_rate")
+    best = state_dir / state["best_file"]
+    model.load_weights(best)
+    if multi_worker.is_multi_worker(strategy):  # every worker predicts everything, on its own
+        model = keras.models.load_model(best, compile=False)
+    return model
+
+
+def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPredictions:
+    """The validation rows' and the test set's probabilities, with `cfg.tta` augmented views."""
+    views, seed = cfg.tta, cfg.seed + data.fold
+    val_plain = predict(model, data.x_val, cfg.batch_size)
+    val = predict(model, data.x_val, cfg.batch_size, views, cfg.augment, seed) if views else val_plain
+    test = predict(model, data.x_test, cfg.batch_size, views, cfg.augment, seed + 1_000_003)
+    return FoldPredictions(val, val_plain, test)
+
+
+def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: dict, seconds: float) -> FoldResult:
+    """Write the fold's best model and its predictions, then done.json (the fold is complete),
+    and drop its training state."""
+    state_dir = fold_dir / rundir.TRAIN_STATE
+    best, best_epoch = state_dir / state["best_file"], state["best_epoch"]
+    accuracy = float(np.mean(predictions.val.argmax(1) == data.y_val))
+    accuracy_plain = float(np.mean(predictions.val_plain.argmax(1) == data.y_val))
+    atomic_write(fold_dir / rundir.MODEL, lambda tmp: shutil.copyfile(best, tmp))
+    atomic_write(fold_dir / rundir.PREDICTIONS, lambda tmp: _save_npz(
+        tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
+        val_probs_plain=predictions.val_plain, test_probs=predictions.test))
+    rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
+                                    "best_epoch": best_epoch, "seconds": round(seconds, 1)})
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
+                      seconds, predictions.val_plain)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
+        np.savez(f, **arrays)

@@ -1,0 +1,80 @@
+"""Run dirs written by older code keep working with today's.
+
+tests/legacy/<commit>.tar.gz is src/ and conf/ as they were at that commit
+(`git archive --format=tar <commit> src conf | gzip -9`). That code writes a run dir on the tiny
+data and is killed in the second fold's second epoch; today's code must resume it (without
+retraining the finished fold), rebuild its ensemble, blend it, predict with it, export it and
+serve it. Add an archive here before a change that could break older run dirs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, snapshot, tiny_overrides
+
+ARCHIVES = sorted((Path(__file__).parent / "legacy").glob("*.tar.gz"))
+
+
+def run_old_cv(code_dir: Path, args: list[str], prelude: str) -> subprocess.CompletedProcess:
+    """`python -m src.cv ARGS` with the old code (its own src/ and conf/), after `prelude`."""
+    code = (f"{prelude}\nimport runpy, sys\nimport src\nassert src.__file__.startswith({str(code_dir)!r}), src.__file__\n"
+            f"sys.argv = ['src/cv.py'] + {args!r}\nrunpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=code_dir, env={**os.environ, "PYTHONPATH": str(code_dir)},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("archive", ARCHIVES, ids=lambda p: p.name.split(".")[0])
+def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(archive, tiny, finished_run, tmp_path):
+    code_dir = tmp_path / "old"
+    with tarfile.open(archive) as tar:
+        tar.extractall(code_dir, filter="data")
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
+    old = run_old_cv(code_dir, args, KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2))
+    assert old.returncode == -9, f"the old code was to be killed mid-fold:\n{old.stderr[-3000:]}"
+    assert json.loads((run_dir / "fold_1" / "train" / "state.json").read_text())["epoch"] == 1
+    fold0 = snapshot(run_dir / "fold_0")
+
+    run_cv(args)  # today's code, the same command: resume
+    log = (run_dir / "cv.log").read_text()
+    assert "fold 1: resuming after epoch 1" in log and "different config" not in log
+    metrics = check_run_dir(run_dir, folds=2)
+    assert snapshot(run_dir / "fold_0") == fold0
+
+    (run_dir / "metrics.json").unlink()  # src.ensemble rebuilds the same results
+    proc = subprocess.run([sys.executable, "-m", "src.ensemble", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+    from src.results.blend import blend
+    from src.serving.app import export_dir, load_export
+    from src.serving.export import load_folds
+
+    ens, blended = blend([run_dir, finished_run], "oof")  # same data and folds as the shared run
+    assert blended["blend"]["same_folds"] and len(ens.submission) == len(pd.read_csv(run_dir / "submission.csv"))
+
+    test_probs = pd.read_csv(run_dir / "test_probs.csv").filter(regex=r"^p\d+$").to_numpy()
+    images = pd.read_csv(tiny["test"]).to_numpy().astype(np.uint8)
+    folds, config = load_folds(run_dir)  # the old .keras files, custom layers included
+    assert [m.name for m in folds] == ["fold_0", "fold_1"] and config["model"]["_target_"] == "src.models.kfold_cnn"
+    from src.predict import ensemble_predict
+
+    np.testing.assert_allclose(ensemble_predict(folds, images.reshape(-1, 28, 28, 1)), test_probs, atol=2e-3)
+
+    exported = export_dir(run_dir)  # the page serves an export, made first when the run has none
+    assert exported == run_dir / "export" / "1"
+    served = load_export(exported)
+    assert served.folds == 2
+    np.testing.assert_allclose(served.predict(images.astype(np.float32)), test_probs, atol=2e-3)
+    shutil.rmtree(code_dir)
