@@ -171,7 +171,7 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean CV accuracy (the value a sweeper optimises)."""
     hc = HydraConfig.get()
     run_dir = run_dir_of(hc)
-    fresh = not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".hydra", "cv.log"}
+    fresh = not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}
     try:
         ens = run(cfg, run_dir, parallel_jobs_of(hc))
     except UserError:

@@ -52,6 +52,8 @@ from src.files import atomic_write, sha256, write_json
 log = logging.getLogger(__name__)
 
 RUN = "run.json"
+LOG = "cv.log"  # Hydra's log of the job named cv
+HYDRA = ".hydra"  # Hydra's saved configs, one folder per invocation
 DONE = "done.json"
 MODEL = "model.keras"
 PREDICTIONS = "predictions.npz"

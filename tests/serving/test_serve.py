@@ -166,7 +166,8 @@ def test_a_run_dir_that_is_not_a_finished_run_is_refused(finished_run, tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {tmp_path} is not a run dir of src.cv (no readable "
-                                                    f"run.json: [Errno 2] No such file or directory: '{tmp_path / 'run.json'}')")
+                                                    f"run.json: [Errno 2] No such file or directory: '{tmp_path / 'run.json'}'): "
+                                                    "give the hydra.run.dir of a src.cv run, or choose an empty dir for a new one")
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     (run_dir / "fold_1" / "done.json").unlink()
