@@ -189,7 +189,7 @@ def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dic
     steps = pipeline.steps_per_epoch(len(tr), cfg.batch_size)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="bench_fold_") as tmp, timed_fit(timer):
-        result = train_fold(data, cfg, strategy, Path(tmp) / "fold_1", RunClock(1, cfg.epochs), precision)
+        result = train_fold(data, cfg, strategy, Path(tmp) / "fold_1", RunClock(cfg.epochs), precision)
     per_epoch = steps * cfg.batch_size
     info = {"precision": precision, "train_rows": len(tr), "val_rows": len(va), "steps_per_epoch": steps, "epochs": cfg.epochs,
             "epoch_train_s": timer.train_s, "epoch_total_s": timer.epoch_s,

@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 def command(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a command's task function: a UserError is logged and ends the process with
-    `error: <message>` on stderr and exit status 1, never a traceback."""
+    `error: <message>` on stderr and exit status 1, never a traceback; Ctrl-C ends it with
+    exit status 130, also without one."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> T:
@@ -23,5 +24,7 @@ def command(main: Callable[..., T]) -> Callable[..., T]:
         except UserError as e:
             log.error("%s", e)
             sys.exit(f"error: {e}")
+        except KeyboardInterrupt:
+            sys.exit(130)
 
     return wrapper

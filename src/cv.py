@@ -16,7 +16,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
+from typing import Callable
 
 import hydra
 import keras
@@ -34,18 +36,27 @@ from src.inputs import dataset as data_mod
 from src.inputs.folds import fold_data, make_folds
 from src.models.inference import reconstruct
 from src.results import ensemble, pictures, report, tracking
+from src.inputs import pipeline
 from src.training.callbacks import RunClock
+from src.training.checkpoint import epochs_committed
 from src.training.fold import train_fold
-from src.training.strategy import (check_batch, configure_threads, is_chief, make_strategy, resolve_precision,
-                                   strategy_name, worker_id)
+from src.training.scheduler import FoldJobs, run_fold_jobs, watch_parent
+from src.training.strategy import (check_batch, configure_threads, fold_job_threads, is_chief, make_strategy,
+                                   resolve_jobs, resolve_precision, strategy_name, worker_id)
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ensemble | None:
+def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
+        fold_job: Callable[[int, int], list[str]] | None = None) -> ensemble.Ensemble | None:
     """Check the data, train the folds asked for that are not complete, and build the ensemble
-    once every fold is complete; returns it (None while folds are missing)."""
-    threads = configure_threads(cfg.threads, parallel_jobs)  # before TensorFlow's first op
+    once every fold is complete; returns it (None while folds are missing).
+
+    `parallel_jobs` is how many jobs of a launcher's sweep share this machine (for the thread
+    cap). `fold_job(k, threads)` is the command line that trains fold k alone; with it, `jobs`
+    folds train at once, each in a process of its own (src.training.scheduler).
+    """
+    threads = configure_threads(cfg.threads, parallel_jobs, cfg.deterministic)  # before TensorFlow's first op
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     if cfg.epochs < 1:
@@ -59,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
     smallest = min(len(tr) for tr, _ in folds)
     if smallest < cfg.batch_size:
         raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
+    jobs = resolve_jobs(cfg.jobs, len(wanted), strategy) if fold_job else 1
     if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
         run_dir = run_dir / f".{worker_id(strategy)}"
     rundir.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
@@ -66,35 +78,55 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> ensemble.Ense
                  {"train": len(dataset.y_train), "test": len(dataset.x_test)})
 
     todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
+    jobs = max(1, min(jobs, len(todo)))
+    job_threads = fold_job_threads(cfg.threads, jobs, cfg.deterministic)
     log.info(
         "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
         len(folds), len(todo), todo, cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
-        strategy_name(strategy), precision, f", {threads} thread(s)" if threads else "",
+        strategy_name(strategy), precision,
+        f", {jobs} fold jobs at once × {job_threads} thread(s)" if jobs > 1 else f", {threads} thread(s)" if threads else "",
     )
-    clock = RunClock(len(todo), cfg.epochs)
-    for k in todo:
-        fdir = rundir.fold_dir(run_dir, k)
-        with rundir.fold_lock(fdir) as mine:
-            if not mine:
-                log.warning("fold %d is being trained by another process: left to it", k)
-                continue
-            if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
-                continue
-            result = train_fold(fold_data(dataset, folds, k), cfg, strategy, fdir, clock, precision)
-        log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
+    if jobs > 1:
+        steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]), cfg.batch_size)
+        fold_jobs = FoldJobs(run_dir, {k: fold_job(k, job_threads) for k in todo}, len(folds), cfg.epochs, steps * cfg.batch_size)
+        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo))
+        failed = run_fold_jobs(fold_jobs, jobs, clock)
+    else:
+        failed = {}
+        clock = RunClock(len(todo) * cfg.epochs)
+        for k in todo:
+            _train_here(cfg, dataset, folds, k, strategy, run_dir, clock, precision)
 
     missing = [k for k in range(len(folds)) if rundir.load_complete(run_dir, k) is None]
+    if failed:
+        raise UserError("; ".join(f"fold {k}: {why}" for k, why in sorted(failed.items()))
+                        + f". Run the same command again: it trains only the missing fold(s) {missing}")
     if missing:
         log.info("folds %s of %s are not complete yet; the job that finishes the last one builds the ensemble "
                  "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
         return None
-    ens, written = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
-    if written or not (run_dir / rundir.REPORT).exists():  # a finished run run again is left exactly as it was
-        _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
-        report.build(run_dir, dataset.x_train, dataset.x_test)
-        tracking.log_run(cfg, run_dir, ens.metrics)
+    with rundir.ensemble_lock(run_dir):  # fold jobs finishing together build it once
+        ens, written = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
+        if written or not (run_dir / rundir.REPORT).exists():  # a finished run run again is left exactly as it was
+            _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
+            report.build(run_dir, dataset.x_train, dataset.x_test)
+            tracking.log_run(cfg, run_dir, ens.metrics)
     log.info("results in %s (report.md)\n%s", run_dir, ensemble.summary(ens))
     return ens
+
+
+def _train_here(cfg: DictConfig, dataset: data_mod.Dataset, folds: list, k: int, strategy: tf.distribute.Strategy,
+                run_dir: Path, clock: RunClock, precision: str) -> None:
+    """Train fold k in this process, unless another process holds it or has finished it."""
+    fdir = rundir.fold_dir(run_dir, k)
+    with rundir.fold_lock(fdir) as mine:
+        if not mine:
+            log.warning("fold %d is being trained by another process: left to it", k)
+            return
+        if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
+            return
+        result = train_fold(fold_data(dataset, folds, k), cfg, strategy, fdir, clock, precision)
+    log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
 
 
 def _autoencoder_picture(run_dir: Path, val_images) -> None:
@@ -137,9 +169,9 @@ def run_dir_of(hc) -> Path:
     if hc.mode != RunMode.MULTIRUN:
         return own
     task = list(hc.overrides.task)
-    if not any(o.split("=", 1)[0].lstrip("+~") == "fold_index" for o in task):
+    if not any(_key(o) == "fold_index" for o in task):
         return own
-    rest = sorted(o for o in task if o.split("=", 1)[0].lstrip("+~") != "fold_index")
+    rest = sorted(o for o in task if _key(o) != "fold_index")
     if not rest:
         return Path(hc.sweep.dir)
     return Path(hc.sweep.dir) / safe_name(",".join(rest))
@@ -165,18 +197,48 @@ def parallel_jobs_of(hc) -> int:
     return max(1, cores + 1 + n if n < 0 else n)
 
 
+def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
+    """`(k, threads) -> argv`: this run's own command line, narrowed to fold k in `run_dir`."""
+    own = {"fold_index", "jobs", "threads", "verbose"}
+    task = [o for o in hc.overrides.task if _key(o) not in own]
+    hydra_overrides = [o for o in hc.overrides.hydra if _key(o) not in {"hydra.run.dir", "hydra.output_subdir", "hydra.mode"}]
+    sources = [f"--config-dir={s.path}" for s in hc.runtime.config_sources if s.provider == "command-line"]
+    name = [f"--config-name={hc.job.config_name}"] if hc.job.config_name != "config" else []
+
+    def argv(k: int, threads: int) -> list[str]:
+        return [sys.executable, "-m", "src.cv", *sources, *name, *task, f"fold_index={k}", "jobs=1",
+                f"threads={threads}", "verbose=false", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+                *hydra_overrides]
+
+    return argv
+
+
+def _holds_nothing(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing of a run: no dir, or only Hydra's config and log."""
+    return not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @command
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean CV accuracy (the value a sweeper optimises)."""
+    watch_parent()
     hc = HydraConfig.get()
     run_dir = run_dir_of(hc)
-    fresh = not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}
+    fresh = _holds_nothing(run_dir)
+    in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
-        ens = run(cfg, run_dir, parallel_jobs_of(hc))
+        ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir))
     except UserError:
-        if fresh and run_dir == Path(hc.runtime.output_dir):  # nothing of value there: leave no trace
+        if fresh and _holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace
             shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        log.error("interrupted: run the same command again to resume (finished epochs are kept)")
         raise
     return ens.metrics["cv_mean"] if ens else None
 

@@ -8,12 +8,13 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
                            (a resume, a parallel fold job) must match it or is refused.
     cv.log                 the console log (appended to by every process that works on the run)
     fold_<k>/model.keras   fold k's best epoch by val_accuracy (k = 0 .. fold-1)
-    fold_<k>/history.csv   fold k's loss, accuracy and learning rate per epoch
+    fold_<k>/history.csv   fold k's loss, accuracy, learning rate and seconds per epoch
     fold_<k>/predictions.npz  fold k's validation rows, labels, probabilities, test probabilities
     fold_<k>/done.json     fold k is complete: its scores and the SHA-256 of model.keras and
                            predictions.npz, written last. Complete only while the hashes match.
     fold_<k>/train/        while fold k trains: state.json, last-<e>.weights.h5, best-<e>.keras
     fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
+    .ensemble.lock         held while a process builds the ensemble and report
     oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
     test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
     submission.csv         ImageId,Label for Kaggle
@@ -61,6 +62,7 @@ HISTORY = "history.csv"
 TRAIN_STATE = "train"  # fold_<k>/train/: an unfinished fold's per-epoch state
 STATE = "state.json"
 LOCK = ".lock"
+ENSEMBLE_LOCK = ".ensemble.lock"
 OOF = "oof.csv"
 TEST_PROBS = "test_probs.csv"
 SUBMISSION = "submission.csv"
@@ -80,7 +82,7 @@ EXPORT = "export"
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
-    "verbose", "fold_index", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
+    "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
 )
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
@@ -260,10 +262,24 @@ def load_complete(run_dir: Path, k: int) -> FoldResult | None:
 @contextmanager
 def fold_lock(fdir: Path) -> Iterator[bool]:
     """Hold fold_dir/.lock while training it; yields False if another live process holds it."""
-    fdir.mkdir(parents=True, exist_ok=True)
-    with open(fdir / LOCK, "a+") as f:
+    with _lock(fdir / LOCK, wait=False) as mine:
+        yield mine
+
+
+@contextmanager
+def ensemble_lock(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir/.ensemble.lock (waiting for it) while building the ensemble and report."""
+    with _lock(Path(run_dir) / ENSEMBLE_LOCK, wait=True):
+        yield
+
+
+@contextmanager
+def _lock(path: Path, wait: bool) -> Iterator[bool]:
+    """flock on `path`, which holds the holder's pid; the kernel frees it when the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise

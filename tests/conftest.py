@@ -42,7 +42,8 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def tiny_overrides(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
-    """Overrides for a quick real run: 2 folds, 1 epoch, batch 32, on the tiny CSVs."""
+    """Overrides for a quick real run: 2 folds, 1 epoch, batch 32, on the tiny CSVs, one fold after
+    another in this process (tests of fold jobs set jobs=2)."""
     return [
         f"data.train={tiny['train']}",
         f"data.test={tiny['test']}",
@@ -51,6 +52,7 @@ def tiny_overrides(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
         "fold=2",
         "epochs=1",
         "batch_size=32",
+        "jobs=1",
     ]
 
 
@@ -60,13 +62,15 @@ def compose_config(overrides: list[str] = ()):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
-def run_cv(args: list[str], prelude: str = "", check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code)."""
+def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code).
+    `site` is a dir put first on PYTHONPATH: a sitecustomize.py there runs in every process of
+    the run, fold jobs included."""
     code = (
         f"{prelude}\nimport runpy, sys\nsys.argv = [{str(REPO / 'src' / 'cv.py')!r}] + {args!r}\n"
         "runpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (site, REPO) if p)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"src.cv {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -16,16 +16,25 @@ log = logging.getLogger(__name__)
 
 
 class RunClock:
-    """Counts finished epochs across all folds to give the whole run's ETA."""
+    """The whole run's ETA from the epochs finished so far across all folds and the wall time
+    they took since the clock started: right whether folds run one after another or overlap."""
 
-    def __init__(self, folds: int, epochs: int) -> None:
-        self.total = folds * epochs
+    def __init__(self, epochs_to_train: int) -> None:
+        self.total = epochs_to_train
         self.done = 0
-        self.seconds = 0.0
+        self.start = time.perf_counter()
 
     def eta(self) -> str:
-        left = (self.seconds / self.done) * (self.total - self.done) if self.done else 0.0
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * max(self.total - self.done, 0) if self.done else 0.0
         return str(timedelta(seconds=round(left)))
+
+
+def epoch_line(fold: int, folds: int, epoch: int, epochs: int, loss: float, val_accuracy: float,
+               rate: float | None, eta: str) -> str:
+    """One epoch's progress line, the same whether the fold trains here or in a fold job."""
+    speed = f"{rate:,.0f} img/s " if rate else ""
+    return f"fold {fold} of {folds} epoch {epoch}/{epochs} loss {loss:.4f} val_accuracy {val_accuracy:.4f} {speed}ETA {eta}"
 
 
 class Progress(keras.callbacks.Callback):
@@ -33,7 +42,7 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, fold: int, folds: int, epochs: int, steps: int, batch_size: int, clock: RunClock) -> None:
         super().__init__()
-        self.head = f"fold {fold} of {folds}"
+        self.fold, self.folds, self.head = fold, folds, f"fold {fold} of {folds}"
         self.epochs, self.steps, self.batch_size, self.clock = epochs, steps, batch_size, clock
         self.live = sys.stdout.isatty()
 
@@ -53,17 +62,12 @@ class Progress(keras.callbacks.Callback):
             sys.stdout.flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
         self.clock.done += 1
-        self.clock.seconds += now - self.start
         rate = self.steps * self.batch_size / max(self.last_batch - self.start, 1e-9)
         if self.live:
             sys.stdout.write("\r\033[K")
-        log.info(
-            "%s epoch %d/%d loss %.4f val_accuracy %.4f %s img/s ETA %s",
-            self.head, self.epoch, self.epochs, logs["loss"], logs["val_accuracy"],
-            f"{rate:,.0f}", self.clock.eta(),
-        )
+        log.info("%s", epoch_line(self.fold, self.folds, self.epoch, self.epochs, logs["loss"], logs["val_accuracy"],
+                                  rate, self.clock.eta()))
 
 
 def tensorboard(run_dir: Path, fold: int) -> keras.callbacks.TensorBoard:

@@ -38,7 +38,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         e, state = epoch + 1, self.state
-        row = {"epoch": e, **{k: float(v) for k, v in logs.items()}}
+        row = {"epoch": e, **{k: float(v) for k, v in logs.items()}, "seconds": round(time.perf_counter() - self.start, 3)}
         if row["val_accuracy"] > state["best_val_accuracy"]:
             best = f"best-{e}.keras"
             atomic_write(self.dir / best, self.model.save)
@@ -47,7 +47,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
         atomic_write(self.dir / last, self.model.save_weights)
         state.update(epoch=e, last_file=last, last_sha256=sha256(self.dir / last))
         state["history"].append(row)
-        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - self.start
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - self.start  # the row's seconds miss the writes
         write_json(self.dir / rundir.STATE, state)
         for old in self.dir.iterdir():
             if old.name not in (rundir.STATE, state["best_file"], state["last_file"]):
@@ -79,3 +79,19 @@ def restore(model: keras.Model, state_dir: Path, fold: int) -> dict:
         return fresh
     log.info("fold %d: resuming after epoch %d (best val_accuracy %.4f at epoch %d)", fold, state["epoch"], state["best_val_accuracy"], state["best_epoch"])
     return state
+
+
+def read_history(fold_dir: Path) -> list[dict]:
+    """A fold's history.csv (one row per finished epoch) as dicts; [] while it has none."""
+    try:
+        return pd.read_csv(fold_dir / rundir.HISTORY).to_dict("records")
+    except (OSError, ValueError):  # not written yet (pandas' EmptyDataError is a ValueError)
+        return []
+
+
+def epochs_committed(fold_dir: Path) -> int:
+    """How many epochs of an unfinished fold are committed (what a resume starts after)."""
+    try:
+        return int(json.loads((fold_dir / rundir.TRAIN_STATE / rundir.STATE).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

@@ -98,16 +98,51 @@ def worker_id(strategy: tf.distribute.Strategy) -> str:
     return f"{resolver.task_type}_{resolver.task_id}"
 
 
-def configure_threads(threads: int | str | None, parallel_jobs: int) -> int | None:
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def resolve_jobs(jobs: int | str, folds_to_train: int, strategy: tf.distribute.Strategy) -> int:
+    """How many folds train at once, each in its own process: `auto` is one per core on a
+    machine without accelerators (the default CNN keeps one core busier than TensorFlow's threads
+    keep two), and 1 with a GPU, a TPU or a strategy over several devices or machines."""
+    single_cpu = (strategy.num_replicas_in_sync == 1 and not multi_worker.is_multi_worker(strategy)
+                  and not isinstance(strategy, tf.distribute.TPUStrategy))
+    if jobs == "auto":
+        jobs = cpu_cores() if single_cpu and not tf.config.list_logical_devices("GPU") else 1
+    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"jobs={jobs!r}: need a whole number of fold processes, at least 1, or auto")
+    elif jobs > 1 and not single_cpu:
+        raise UserError(f"jobs={jobs} trains folds in separate processes, which {strategy_name(strategy)} over "
+                        f"{strategy.num_replicas_in_sync} replica(s) cannot share: use jobs=1 with this strategy")
+    return max(1, min(jobs, folds_to_train))
+
+
+def fold_job_threads(threads: int | str | None, jobs: int, deterministic: bool) -> int:
+    """TensorFlow threads for each of `jobs` fold processes: an equal share of the cores (one
+    under `deterministic`, as in every process then: see `configure_threads`)."""
+    if isinstance(threads, int) and not isinstance(threads, bool):
+        return threads
+    return 1 if deterministic else max(1, cpu_cores() // jobs)
+
+
+def configure_threads(threads: int | str | None, parallel_jobs: int, deterministic: bool = False) -> int | None:
     """Cap TensorFlow's CPU threads; `auto` gives each of `parallel_jobs` processes an equal share.
 
+    Under `deterministic`, `auto` is one thread: TensorFlow's deterministic ops still give other
+    bits with another thread count, and one thread per process makes the bytes the same whether
+    the folds train one after another or in parallel fold jobs.
     Must run before TensorFlow executes its first op. Returns the cap, or None when left to TF.
     """
-    cores = len(os.sched_getaffinity(0))
+    cores = cpu_cores()
     if threads in (None, "auto"):
-        if parallel_jobs <= 1:
+        if deterministic:
+            threads = 1
+        elif parallel_jobs <= 1:
             return None
-        threads = max(1, cores // min(parallel_jobs, cores))
+        else:
+            threads = max(1, cores // min(parallel_jobs, cores))
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UserError(f"threads={threads!r}: need a whole number of threads, at least 1, or auto")
     try:

@@ -1,0 +1,152 @@
+"""Folds in parallel: every fold trains in a fold-job process of its own (`python -m src.cv
+fold_index=k`, the same job a user can start by hand), `jobs` of them at once, scheduled by
+joblib. This process reports every fold's epochs as they are committed, with the whole run's
+ETA, and says which folds failed or were killed.
+
+Each fold job holds its fold's lock and commits its state every epoch (src.training.checkpoint),
+so a job that is killed loses at most its current epoch, and the same command run again trains
+only what is missing. Ctrl-C (SIGINT) or SIGTERM is passed on to every running job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from joblib import Parallel, delayed
+
+from src import rundir
+from src.training.callbacks import RunClock, epoch_line
+from src.training.checkpoint import read_history
+
+log = logging.getLogger(__name__)
+
+FOLD_JOB = "KFOLD_FOLD_JOB"  # set in a fold job's environment: it ends when its run's main process is gone
+
+# What TensorFlow prints to stderr at the start of every process: repeated by every fold job, it
+# buries the run's own lines. Anything else a job prints on stderr is passed on.
+_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\)|^[IE]0000 .*(oneDNN custom operations|"
+    r"cuda drivers|cuInit|Unable to register cu|computation placer)"
+)
+
+
+@dataclass
+class FoldJobs:
+    """The fold jobs of one run: the command line of each, and what this process reports."""
+
+    run_dir: Path
+    argv: dict[int, list[str]]  # fold → its job's command line
+    folds: int  # the run's fold count, for the progress lines
+    epochs: int
+    images_per_epoch: int
+    running: dict[int, subprocess.Popen] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, str]:
+    """Run every fold job, `parallel` at a time, reporting their epochs; returns why each failed
+    job failed ({} when all finished)."""
+    reporter = _Reporter(jobs, clock)
+    previous = {sig: signal.signal(sig, _forward(jobs)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reporter.start()
+    try:
+        outcomes = Parallel(n_jobs=parallel, backend="threading")(delayed(_run_one)(jobs, k) for k in jobs.argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reporter.stop()
+    return {k: why for k, why in outcomes if why}
+
+
+def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
+    if jobs.stopping.is_set():
+        return k, "not started: the run was interrupted"
+    proc = subprocess.Popen(jobs.argv[k], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                            env={**os.environ, FOLD_JOB: "1"})
+    jobs.running[k] = proc
+    for line in proc.stderr:
+        if not _STARTUP_NOISE.search(line):
+            sys.stderr.write(line)
+    code = proc.wait()
+    proc.stdin.close()
+    del jobs.running[k]
+    if code == 0:
+        return k, ""
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = ": out of memory, or killed by hand" if -code == signal.SIGKILL else ""
+        return k, f"its process was killed by {name}{hint}"
+    return k, f"its process ended with exit status {code} (see {rundir.LOG})"
+
+
+def _forward(jobs: FoldJobs):
+    """On Ctrl-C or SIGTERM: end every running fold job (its finished epochs are committed), start
+    no more, and stop this process."""
+    def handler(signum, frame):
+        jobs.stopping.set()
+        for proc in list(jobs.running.values()):
+            if proc.poll() is None:
+                proc.terminate()
+        raise KeyboardInterrupt
+
+    return handler
+
+
+def watch_parent() -> None:
+    """In a fold job started by `run_fold_jobs`: end this process when the run's main process is
+    gone (killed, even by SIGKILL), which closes the pipe on this process's stdin."""
+    if os.environ.get(FOLD_JOB) != "1":
+        return
+
+    def wait() -> None:
+        while os.read(0, 4096):  # the raw descriptor: a buffered read would block the interpreter's exit
+            pass
+        log.warning("the run's main process is gone: this fold job stops (the same command resumes it)")
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=wait, name="parent-watch", daemon=True).start()
+
+
+class _Reporter(threading.Thread):
+    """Polls the folds' history files and logs one line per newly committed epoch."""
+
+    def __init__(self, jobs: FoldJobs, clock: RunClock, every: float = 0.5) -> None:
+        super().__init__(name="fold-progress", daemon=True)
+        self.jobs, self.clock, self.every = jobs, clock, every
+        self.last = {k: max((row["epoch"] for row in self._epochs(k)), default=0) for k in jobs.argv}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.poll()
+        self.poll()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def _epochs(self, k: int) -> list[dict]:
+        return read_history(rundir.fold_dir(self.jobs.run_dir, k))
+
+    def poll(self) -> None:
+        for k in self.jobs.argv:
+            rows = self._epochs(k)
+            if rows and rows[-1]["epoch"] < self.last[k]:  # the fold started again (its saved state was damaged)
+                self.last[k] = 0
+            for row in rows:
+                if row["epoch"] <= self.last[k]:
+                    continue
+                self.clock.done += 1
+                seconds = row.get("seconds")
+                rate = self.jobs.images_per_epoch / seconds if seconds and seconds == seconds else None
+                log.info("%s", epoch_line(k, self.jobs.folds, int(row["epoch"]), self.jobs.epochs, row["loss"],
+                                          row["val_accuracy"], rate, self.clock.eta()))
+                self.last[k] = row["epoch"]
