@@ -40,7 +40,7 @@ from src.inputs import pipeline
 from src.training.callbacks import RunClock
 from src.training.checkpoint import epochs_committed
 from src.training.fold import train_fold
-from src.training.scheduler import FoldJobs, run_fold_jobs, watch_parent
+from src.training.scheduler import FoldJobs, in_fold_job, quiet_fold_job, run_fold_jobs
 from src.training.strategy import (check_batch, configure_threads, fold_job_threads, is_chief, make_strategy,
                                    resolve_jobs, resolve_precision, strategy_name, worker_id)
 
@@ -97,6 +97,8 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
         for k in todo:
             _train_here(cfg, dataset, folds, k, strategy, run_dir, clock, precision)
 
+    if in_fold_job():  # the run's main process reports and builds the ensemble
+        return None
     missing = [k for k in range(len(folds)) if rundir.load_complete(run_dir, k) is None]
     if failed:
         raise UserError("; ".join(f"fold {k}: {why}" for k, why in sorted(failed.items()))
@@ -226,7 +228,7 @@ def _key(override: str) -> str:
 @command
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean CV accuracy (the value a sweeper optimises)."""
-    watch_parent()
+    quiet_fold_job()
     hc = HydraConfig.get()
     run_dir = run_dir_of(hc)
     fresh = _holds_nothing(run_dir)

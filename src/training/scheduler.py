@@ -78,6 +78,11 @@ def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
     proc.stdin.close()
     del jobs.running[k]
     if code == 0:
+        result = rundir.load_complete(jobs.run_dir, k)
+        if result is None:
+            return k, f"its process ended without completing it (see {rundir.LOG})"
+        log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, jobs.folds, result.accuracy,
+                 result.best_epoch, result.seconds)
         return k, ""
     if code < 0:
         name = signal.Signals(-code).name
@@ -99,11 +104,21 @@ def _forward(jobs: FoldJobs):
     return handler
 
 
-def watch_parent() -> None:
-    """In a fold job started by `run_fold_jobs`: end this process when the run's main process is
-    gone (killed, even by SIGKILL), which closes the pipe on this process's stdin."""
-    if os.environ.get(FOLD_JOB) != "1":
+def in_fold_job() -> bool:
+    """Whether this process is a fold job started by `run_fold_jobs`."""
+    return os.environ.get(FOLD_JOB) == "1"
+
+
+def quiet_fold_job() -> None:
+    """In a fold job: leave the console to the main process (it reports the epochs and the
+    result); the job's info lines still go to the run's log file, its warnings to both. End the
+    job when the run's main process is gone (killed, even by SIGKILL), which closes the pipe on
+    this process's stdin."""
+    if not in_fold_job():
         return
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
 
     def wait() -> None:
         while os.read(0, 4096):  # the raw descriptor: a buffered read would block the interpreter's exit
