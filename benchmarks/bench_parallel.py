@@ -1,25 +1,27 @@
-"""Parallel fold jobs vs one process training the folds one after another, on this machine.
+"""How many folds to train at once: `python -m src.cv jobs=N` for every N up to the core count,
+and `jobs=auto`, timed end to end on this machine.
 
-    python benchmarks/bench_parallel.py                                   # data=sample, 2 folds x 2 epochs
+    python benchmarks/bench_parallel.py                                   # data=sample, cores x 2 folds x 2 epochs
     python benchmarks/bench_parallel.py --train ../shared/data/digits/train.csv.gz \\
-        --test ../shared/data/digits/test.csv.gz --fold 2 --epochs 1 --repeats 1
+        --test ../shared/data/digits/test.csv.gz --fold 2 --epochs 2
 
-Three ways to train the same N folds (N = --jobs, default the core count), each into a fresh
-run dir, timed end to end (process start to the ensemble written):
+Every variant trains the same folds into a fresh run dir and is timed from process start to the
+ensemble written:
 
-    sequential    python -m src.cv fold=N                              (one process, all cores)
-    parallel      python -m src.cv -m fold_index=0..N-1 hydra/launcher=joblib hydra.launcher.n_jobs=N
-                                                                       (threads=auto: cores // N each)
-    uncapped      the same, with threads=<cores> in every process (what happens without the cap)
+    jobs=1        one process, the folds one after another, TensorFlow on all cores
+    jobs=N        N fold-job processes at once, each with cores // N TensorFlow threads
+    jobs=N uncapped   the same with every process on all cores (what the thread cap avoids)
+    jobs=auto     what a plain `python -m src.cv` does (one fold job per core on a CPU-only machine)
 
-The parse cache is warmed first so that no variant pays for parsing the CSVs. Prints a table of
-median wall times and the speed-up sequential / parallel; --json writes the figures.
+The parse cache is warmed first so that no variant pays for parsing the CSVs. Prints the median
+wall time of each, its speed-up over jobs=1, and whether auto's choice is the fastest count.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -40,56 +42,64 @@ def run(args: list[str]) -> float:
     return seconds
 
 
-def complete(root: Path) -> bool:
-    found = [json.loads(p.read_text()) for p in root.rglob("metrics.json")]
-    return len(found) == 1 and found[0]["complete"]
+def complete(run_dir: Path) -> bool:
+    metrics = run_dir / "metrics.json"
+    return metrics.exists() and json.loads(metrics.read_text())["complete"]
+
+
+def auto_jobs(run_dir: Path) -> int:
+    """How many fold jobs `jobs=auto` ran at once, from the run's log."""
+    found = re.search(r"(\d+) fold jobs at once", (run_dir / "cv.log").read_text())
+    return int(found[1]) if found else 1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cores = len(os.sched_getaffinity(0))
-    parser.add_argument("--jobs", type=int, default=cores, help="folds trained at once (default: the core count)")
-    parser.add_argument("--fold", type=int, default=None, help="folds in the split (default: --jobs)")
+    parser.add_argument("--fold", type=int, default=cores, help="folds in the split, all trained (default: the core count)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train", help="train CSV (default: the embedded sample)")
     parser.add_argument("--test", help="test CSV (with --train)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    folds = args.fold or args.jobs
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = [f"data.train={args.train}", f"data.test={args.test}"] if args.train else ["data=sample"]
-        common = [*data, f"data.cache_dir={tmp / 'cache'}", f"fold={folds}", f"epochs={args.epochs}", "verbose=false"]
-        run([*common, "epochs=1", "fold_index=0", f"hydra.run.dir={tmp / 'warm'}"])  # fills the parse cache
+        common = [*data, f"data.cache_dir={tmp / 'cache'}", f"fold={args.fold}", f"epochs={args.epochs}", "verbose=false",
+                  "tensorboard=false"]
+        run([*common, "epochs=1", "fold_index=0", "jobs=1", f"hydra.run.dir={tmp / 'warm'}"])  # fills the parse cache
 
-        sweep = ["-m", "fold_index=" + ",".join(map(str, range(args.jobs))), "hydra/launcher=joblib",
-                 f"hydra.launcher.n_jobs={args.jobs}"]
-        if args.jobs != folds:
-            print(f"note: {args.jobs} parallel jobs train folds 0..{args.jobs - 1} of {folds}; sequential trains the same")
-        variants = {
-            "sequential": lambda d: [*common, f"fold_index=[{','.join(map(str, range(args.jobs)))}]", f"hydra.run.dir={d}"],
-            "parallel": lambda d: [*sweep, *common, f"hydra.sweep.dir={d}"],
-            "uncapped": lambda d: [*sweep, *common, f"threads={cores}", f"hydra.sweep.dir={d}"],
-        }
+        variants = {f"jobs={n}": [f"jobs={n}"] for n in range(1, min(cores, args.fold) + 1)}
+        if cores > 1 and args.fold > 1:
+            variants[f"jobs={min(cores, args.fold)} uncapped"] = [f"jobs={min(cores, args.fold)}", f"threads={cores}"]
+        variants["jobs=auto"] = ["jobs=auto"]
         times: dict[str, list[float]] = {name: [] for name in variants}
+        chosen = 1
         for r in range(args.repeats):
-            for name, make in variants.items():
-                out = tmp / f"{name}-{r}"
-                times[name].append(run(make(out)))
-                if not complete(out) and args.jobs == folds:
+            for name, extra in variants.items():
+                out = tmp / f"{name.replace(' ', '_')}-{r}"
+                times[name].append(run([*common, *extra, f"hydra.run.dir={out}"]))
+                if not complete(out):
                     sys.exit(f"{name}: no complete ensemble in {out}")
-                print(f"  {name:<10} repeat {r + 1}: {times[name][-1]:.1f} s", flush=True)
+                if name == "jobs=auto":
+                    chosen = auto_jobs(out)
+                print(f"  {name:<16} repeat {r + 1}: {times[name][-1]:.1f} s", flush=True)
 
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"\n{args.jobs} fold(s) x {args.epochs} epoch(s) on {cores} core(s), {'given data' if args.train else 'data=sample'}, "
+    counts = {name: s for name, s in med.items() if re.fullmatch(r"jobs=\d+", name)}
+    fastest = min(counts, key=counts.get)
+    print(f"\n{args.fold} fold(s) x {args.epochs} epoch(s) on {cores} core(s), {args.train or 'data=sample'}, "
           f"median of {args.repeats}")
-    print(f"{'variant':<12}{'wall s':>8}{'vs sequential':>15}")
+    print(f"{'variant':<18}{'wall s':>8}{'vs jobs=1':>11}")
     for name, seconds in med.items():
-        print(f"{name:<12}{seconds:>8.1f}{med['sequential'] / seconds:>14.2f}x")
+        print(f"{name:<18}{seconds:>8.1f}{med['jobs=1'] / seconds:>10.2f}x")
+    verdict = "the fastest" if fastest == f"jobs={chosen}" else f"not the fastest ({fastest} is)"
+    print(f"jobs=auto ran {chosen} fold job(s) at once: {verdict} of the counts tried")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cores": cores, "jobs": args.jobs, "epochs": args.epochs,
-                                               "data": args.train or "sample", "seconds": times, "median": med}, indent=2))
+        Path(args.json).write_text(json.dumps({"cores": cores, "fold": args.fold, "epochs": args.epochs,
+                                               "data": args.train or "sample", "seconds": times, "median": med,
+                                               "auto_jobs": chosen, "fastest": fastest}, indent=2))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from src.training.strategy import check_batch, make_strategy, resolve_precision 
 
 TARGET_TRAIN = 2_000.0  # images/s
 TARGET_AUG = 40_000.0  # images/s
+TARGET_WHOLE = {True: 3_500.0, False: 2_500.0}  # whole-run images/s, on a 2-core CPU with bf16 / without
 N_TEST = 256  # rows train_fold predicts as its "test" set
 
 
@@ -106,9 +107,9 @@ def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
-def bench_matmul(n: int, repeats: int, warmup: int = 3) -> dict:
-    a = tf.random.stateless_uniform((n, n), seed=(1, 2), dtype=tf.float32)
-    b = tf.random.stateless_uniform((n, n), seed=(3, 4), dtype=tf.float32)
+def bench_matmul(n: int, repeats: int, warmup: int = 3, dtype: str = "float32") -> dict:
+    a = tf.cast(tf.random.stateless_uniform((n, n), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_uniform((n, n), seed=(3, 4)), dtype)
     for _ in range(warmup):
         tf.linalg.matmul(a, b).numpy()
     rates = []
@@ -256,6 +257,32 @@ def diagnose(cfg, x, y, train_images: int, epochs: int) -> dict:
     return out
 
 
+def whole_run(train: str, test: str, folds: int = 5, epochs: int = 10) -> dict:
+    """`python -m src.cv fold=5 epochs=10` with the default `jobs`, timed from process start to
+    the submission written; trained images/s = folds x epochs x steps x batch / wall seconds."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="bench_whole_") as tmp:
+        run_dir = Path(tmp) / "run"
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "src.cv", f"fold={folds}", f"epochs={epochs}", f"data.train={train}",
+                               f"data.test={test}", f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0 or not (run_dir / "submission.csv").exists():
+            sys.exit(f"whole run failed:\n{proc.stderr[-3000:]}")
+        record = json.loads((run_dir / "run.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        log_text = (run_dir / "cv.log").read_text()
+    rows, batch = record["rows"]["train"], record["resolved_config"]["batch_size"]
+    train_rows = rows - rows // folds
+    images = folds * epochs * (train_rows // batch) * batch
+    jobs = next((line.split(" fold jobs at once")[0].rsplit(", ", 1)[-1] for line in log_text.splitlines()
+                 if " fold jobs at once" in line), "1")
+    return {"seconds": seconds, "images": images, "images_per_s": images / seconds, "cv_mean": metrics["cv_mean"],
+            "oof_accuracy": metrics["oof_accuracy"], "jobs": jobs}
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -283,8 +310,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the run's config, e.g. precision=mixed_bfloat16")
     p.add_argument("--diagnose", action="store_true", help="also time fit on in-memory batches, with deterministic=False, and under mixed_bfloat16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow threads for everything measured (default: all cores; a fold job of jobs=auto has cores // jobs)")
+    p.add_argument("--whole-run", nargs=2, metavar=("TRAIN", "TEST"),
+                   help="also time `python -m src.cv fold=5 epochs=10` on these files, process start to submission")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
     args = p.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     if args.epochs < 2:
         p.error("--epochs must be at least 2 (the first epoch is dropped)")
@@ -296,8 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data {source}: {len(x):,} images {x.shape[1:]}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPU(s), GPUs {len(tf.config.list_physical_devices('GPU'))}", flush=True)
 
-    mm = bench_matmul(args.matmul_n, args.repeats)
-    print(f"matmul {args.matmul_n}: {mm['median']:,.1f} GFLOP/s", flush=True)
+    precision = resolve_precision(cfg.precision, make_strategy(cfg.strategy))
+    dtype = "bfloat16" if "bfloat16" in precision else "float16" if "float16" in precision else "float32"
+    mm32 = bench_matmul(args.matmul_n, args.repeats)
+    mm = bench_matmul(args.matmul_n, args.repeats, dtype=dtype) if dtype != "float32" else mm32
+    print(f"matmul {args.matmul_n}: {mm32['median']:,.1f} GFLOP/s float32, {mm['median']:,.1f} GFLOP/s {dtype} "
+          f"(the run's precision: {precision})", flush=True)
 
     aug_x, aug_y = x[: max(args.train_images, args.batch_size)], y[: max(args.train_images, args.batch_size)]
     on = bench_pipeline(pipeline.train_dataset(aug_x, aug_y, cfg.augment, args.batch_size, nc, cfg.seed),
@@ -313,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Measured again after training: on a shared machine the first figure alone can catch a
     # moment when another process holds a core; the FLOP fraction uses the larger median.
-    mm_after = bench_matmul(args.matmul_n, args.repeats)
+    mm_after = bench_matmul(args.matmul_n, args.repeats, dtype=dtype)
     mm_ratio = min(mm["median"], mm_after["median"]) / max(mm["median"], mm_after["median"])
     mm = stats(mm["values"] + mm_after["values"]) | {"before": mm["median"], "after": mm_after["median"],
                                                     "ceiling": max(mm["median"], mm_after["median"])}
@@ -322,21 +360,27 @@ def main(argv: list[str] | None = None) -> dict:
     fraction = stats([r * train_flop / (mm["ceiling"] * 1e9) for r in train["values"]])
 
     extra = diagnose(cfg, x, y, args.train_images, args.epochs) if args.diagnose else {}
+    whole = whole_run(*args.whole_run) if args.whole_run else None
 
     rows = [
-        (f"matmul fp32 {args.matmul_n} (before+after)", mm, "GFLOP/s", ""),
+        (f"matmul float32 {args.matmul_n}", mm32, "GFLOP/s", ""),
+        (f"matmul {dtype} {args.matmul_n} (before+after)", mm, "GFLOP/s", ""),
         ("augment on (train_dataset)", on, "img/s", f">= {TARGET_AUG:,.0f}"),
         ("augment off (cast + one-hot)", off, "img/s", ""),
         ("train_fold, training steps", train, "img/s", f">= {TARGET_TRAIN:,.0f}"),
         ("train_fold, incl. val + checkpoint", train_val, "img/s", ""),
         *[(k, v, "img/s", "") for k, v in extra.items()],
-        ("train FLOP / matmul", fraction, "fraction", ""),
+        (f"train FLOP / {dtype} matmul", fraction, "fraction", ""),
     ]
+    if whole:
+        rows.append((f"whole run fold=5 epochs=10 ({whole['seconds']:,.0f} s)", stats([whole["images_per_s"]]), "img/s",
+                     f">= {TARGET_WHOLE[dtype == 'bfloat16']:,.0f}"))
     print()
     print(table(rows))
     print(f"\nforward {fwd / 1e6:.2f} MFLOP/image, training ~3x = {train_flop / 1e6:.1f} MFLOP/image; "
           f"training at {train['median']:,.0f} img/s = {train['median'] * train_flop / 1e9:,.1f} GFLOP/s "
-          f"of {mm['ceiling']:,.1f} GFLOP/s matmul (before training {mm['before']:,.1f}, after {mm['after']:,.1f})")
+          f"of {mm['ceiling']:,.1f} GFLOP/s {dtype} matmul (before training {mm['before']:,.1f}, after {mm['after']:,.1f}); "
+          f"threads {args.threads or 'all'}")
     if mm_ratio < 0.85:
         print(f"warning: matmul rate moved {1 - mm_ratio:.0%} between before and after training: "
               "the machine was busy with something else; rerun for steadier figures")
@@ -349,7 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
         "data": source, "images": len(x), "batch_size": args.batch_size, "repeats": args.repeats,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
                     "keras": keras.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))},
-        "matmul_gflops": mm, "augment_on_images_per_s": on, "augment_off_images_per_s": off,
+        "precision": precision, "threads": args.threads, "matmul_float32_gflops": mm32, "matmul_gflops": mm,
+        "matmul_dtype": dtype, "whole_run": whole, "augment_on_images_per_s": on, "augment_off_images_per_s": off,
         "train_images_per_s": train, "train_with_val_images_per_s": train_val, "train_fold": info,
         "diagnose": extra, "forward_flop_per_image": fwd, "train_flop_per_image": train_flop,
         "forward_flop_per_layer": dict(per_layer), "train_flop_fraction_of_matmul": fraction,

@@ -275,7 +275,7 @@ def ensemble_lock(run_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def _lock(path: Path, wait: bool) -> Iterator[bool]:
-    """flock on `path`, which holds the holder's pid; the kernel frees it when the process dies."""
+    """flock on `path`; the kernel frees it when the process dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
@@ -286,7 +286,8 @@ def _lock(path: Path, wait: bool) -> Iterator[bool]:
             yield False
             return
         try:
-            f.seek(0), f.truncate(), f.write(f"{os.getpid()}\n"), f.flush()
+            if not wait:  # who trains the fold, for a curious user; the ensemble's lock file is never rewritten
+                f.seek(0), f.truncate(), f.write(f"{os.getpid()}\n"), f.flush()
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
