@@ -78,7 +78,7 @@ def main() -> None:
         chosen = 1
         for r in range(args.repeats):
             for name, extra in variants.items():
-                out = tmp / f"{name.replace(' ', '_')}-{r}"
+                out = tmp / f"{name.replace(' ', '_').replace('=', '')}-{r}"
                 times[name].append(run([*common, *extra, f"hydra.run.dir={out}"]))
                 if not complete(out):
                     sys.exit(f"{name}: no complete ensemble in {out}")

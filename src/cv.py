@@ -40,9 +40,9 @@ from src.inputs import pipeline
 from src.training.callbacks import RunClock
 from src.training.checkpoint import epochs_committed
 from src.training.fold import train_fold
-from src.training.scheduler import FoldJobs, in_fold_job, quiet_fold_job, run_fold_jobs
-from src.training.strategy import (check_batch, configure_threads, fold_job_threads, is_chief, make_strategy,
-                                   resolve_jobs, resolve_precision, strategy_name, worker_id)
+from src.training.scheduler import REGROUP_EXIT, FoldJobs, Regroup, in_fold_job, quiet_fold_job, run_fold_jobs
+from src.training.strategy import (check_batch, configure_threads, cpu_cores, fold_job_threads, is_chief,
+                                   make_strategy, resolve_jobs, resolve_precision, strategy_name, worker_id)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     )
     if jobs > 1:
         steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]), cfg.batch_size)
-        fold_jobs = FoldJobs(run_dir, {k: fold_job(k, job_threads) for k in todo}, len(folds), cfg.epochs, steps * cfg.batch_size)
+        fold_jobs = FoldJobs(run_dir, fold_job, todo, job_threads, len(folds), cfg.epochs, steps * cfg.batch_size,
+                             cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic)
         clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo))
         failed = run_fold_jobs(fold_jobs, jobs, clock)
     else:
@@ -242,6 +243,9 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         log.error("interrupted: run the same command again to resume (finished epochs are kept)")
         raise
+    except Regroup as e:  # a fold job asked to stop: its run starts it again with more threads
+        log.info("%s", e)
+        sys.exit(REGROUP_EXIT)
     return ens.metrics["cv_mean"] if ens else None
 
 

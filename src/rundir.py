@@ -14,6 +14,7 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
                            predictions.npz, written last. Complete only while the hashes match.
     fold_<k>/train/        while fold k trains: state.json, last-<e>.weights.h5, best-<e>.keras
     fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
+    fold_<k>/regroup       for a moment: the run asks fold k's job to go on with more threads
     .ensemble.lock         held while a process builds the ensemble and report
     oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
     test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
@@ -62,6 +63,7 @@ HISTORY = "history.csv"
 TRAIN_STATE = "train"  # fold_<k>/train/: an unfinished fold's per-epoch state
 STATE = "state.json"
 LOCK = ".lock"
+REGROUP = "regroup"  # fold_<k>/regroup: the run asks fold k's job to go on with more threads
 ENSEMBLE_LOCK = ".ensemble.lock"
 OOF = "oof.csv"
 TEST_PROBS = "test_probs.csv"
@@ -101,6 +103,7 @@ class FoldResult:
     best_epoch: int  # 1-based
     seconds: float
     val_probs_plain: np.ndarray | None = None  # without test-time augmentation, when tta > 0
+    precision: str | None = None  # the Keras dtype policy it trained under (not recorded before 2026-11)
 
 
 def read_record(run_dir: Path) -> dict:
@@ -253,7 +256,7 @@ def load_complete(run_dir: Path, k: int) -> FoldResult | None:
             arrays = {name: z[name] for name in z.files}
         return FoldResult(k, arrays["val_index"], arrays["val_labels"], arrays["val_probs"], arrays["test_probs"],
                           float(done["accuracy"]), int(done["best_epoch"]), float(done["seconds"]),
-                          arrays.get("val_probs_plain"))
+                          arrays.get("val_probs_plain"), done.get("precision"))
     log.warning("fold %s is damaged (%s missing or not what was written): training it again", fdir.name, ", ".join(bad))
     done_path.unlink(missing_ok=True)
     return None

@@ -53,7 +53,8 @@ def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = N
     scores = [f.accuracy for f in folds]
     metrics = {
         "folds": [
-            {"fold": f.fold, "accuracy": f.accuracy, "best_epoch": f.best_epoch, "seconds": round(f.seconds, 1)}
+            {"fold": f.fold, "accuracy": f.accuracy, "best_epoch": f.best_epoch, "seconds": round(f.seconds, 1),
+             **({"precision": f.precision} if f.precision else {})}  # older runs did not record it
             for f in folds
         ],
         "folds_missing": sorted(missing),
@@ -148,9 +149,9 @@ def write(run_dir: Path, ens: Ensemble) -> None:
 
 def summary(ens: Ensemble) -> str:
     """The per-fold table and the CV score, for the end of the console log."""
-    lines = ["fold  accuracy  best_epoch  seconds"]
+    lines = ["fold  accuracy  best_epoch  seconds  precision"]
     for f in ens.metrics["folds"]:
-        lines.append(f"{f['fold']:>4}  {f['accuracy']:.4f}    {f['best_epoch']:>10}  {f['seconds']:>7.1f}")
+        lines.append(f"{f['fold']:>4}  {f['accuracy']:.4f}    {f['best_epoch']:>10}  {f['seconds']:>7.1f}  {f.get('precision', '?')}")
     m = ens.metrics
     lines.append(f"mean CV accuracy {m['cv_mean']:.4f} ± {m['cv_std']:.4f}; out-of-fold accuracy {m['oof_accuracy']:.4f}")
     if "oof_accuracy_plain" in m and m["oof_accuracy_plain"] != m["oof_accuracy"]:

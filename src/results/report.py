@@ -51,8 +51,9 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "",
-             "| fold | accuracy | best epoch | seconds |", "|---:|---:|---:|---:|"]
-    lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} |" for f in metrics["folds"]]
+             "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
+    lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
+              for f in metrics["folds"]]
     lines += ["", f"Mean CV accuracy **{metrics['cv_mean']:.4f}** ± {metrics['cv_std']:.4f}; "
               f"out-of-fold accuracy {metrics['oof_accuracy']:.4f} on {metrics['oof_rows']:,} rows."]
     if "test_accuracy" in metrics:

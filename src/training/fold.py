@@ -25,6 +25,7 @@ from src.rundir import FoldResult
 from src.training import multi_worker
 from src.training.callbacks import Progress, RunClock, tensorboard
 from src.training.checkpoint import FoldCheckpoint, restore
+from src.training.scheduler import Regroup, regroup_requested
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy
     fit(model, data, cfg, strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock))
     model = best_model(model, state_dir, state, strategy, data.fold)
     predictions = predict_fold(model, data, cfg)
-    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start)
+    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start, precision)
 
 
 def build(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str,
@@ -89,7 +90,20 @@ def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, s
     if cfg.verbose:
         steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
         found.append(Progress(data.fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
+    found.append(RegroupCheck(state_dir.parent, cfg.epochs))  # after FoldCheckpoint: the epoch is committed
     return found
+
+
+class RegroupCheck(keras.callbacks.Callback):
+    """In a fold job: stop after a committed epoch when the run asks (src.training.scheduler)."""
+
+    def __init__(self, fold_dir: Path, epochs: int) -> None:
+        super().__init__()
+        self.fold_dir, self.epochs = fold_dir, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < self.epochs and regroup_requested(self.fold_dir):
+            raise Regroup(f"{self.fold_dir.name}: stopped after epoch {epoch + 1} to go on with more threads")
 
 
 def fit(model: keras.Model, data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, initial_epoch: int,
@@ -133,7 +147,8 @@ def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPre
     return FoldPredictions(val, val_plain, test)
 
 
-def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: dict, seconds: float) -> FoldResult:
+def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: dict, seconds: float,
+           precision: str) -> FoldResult:
     """Write the fold's best model and its predictions, then done.json (the fold is complete),
     and drop its training state."""
     state_dir = fold_dir / rundir.TRAIN_STATE
@@ -145,10 +160,10 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: 
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
-                                    "best_epoch": best_epoch, "seconds": round(seconds, 1)})
+                                    "best_epoch": best_epoch, "seconds": round(seconds, 1), "precision": precision})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
-                      seconds, predictions.val_plain)
+                      seconds, predictions.val_plain, precision)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

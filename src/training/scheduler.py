@@ -6,6 +6,11 @@ ETA, and says which folds failed or were killed.
 Each fold job holds its fold's lock and commits its state every epoch (src.training.checkpoint),
 so a job that is killed loses at most its current epoch, and the same command run again trains
 only what is missing. Ctrl-C (SIGINT) or SIGTERM is passed on to every running job.
+
+When a job ends and no fold is left to start, the cores it frees go to the jobs still running:
+each is asked to stop after its next committed epoch (`fold_<k>/regroup`) and is started again,
+resuming from that epoch with its new share of the threads. Not under `deterministic` (its thread
+count is fixed) or an explicit `threads=`.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from joblib import Parallel, delayed
 
@@ -37,16 +43,31 @@ _STARTUP_NOISE = re.compile(
 )
 
 
+REGROUP_EXIT = 75  # a fold job's exit status when it stopped, as asked, to go on with more threads
+
+
+class Regroup(Exception):
+    """Raised in a fold job after a committed epoch when its run asked it to stop and go on with
+    more threads."""
+
+
 @dataclass
 class FoldJobs:
     """The fold jobs of one run: the command line of each, and what this process reports."""
 
     run_dir: Path
-    argv: dict[int, list[str]]  # fold → its job's command line
+    command: Callable[[int, int], list[str]]  # (fold, threads) → its job's command line
+    todo: list[int]
+    threads: int  # each job's TensorFlow threads at the start
     folds: int  # the run's fold count, for the progress lines
     epochs: int
     images_per_epoch: int
+    cores: int = 1
+    regroup: bool = False  # give freed cores to the jobs still running
     running: dict[int, subprocess.Popen] = field(default_factory=dict)
+    job_threads: dict[int, int] = field(default_factory=dict)
+    started: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
@@ -57,7 +78,7 @@ def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, s
     previous = {sig: signal.signal(sig, _forward(jobs)) for sig in (signal.SIGINT, signal.SIGTERM)}
     reporter.start()
     try:
-        outcomes = Parallel(n_jobs=parallel, backend="threading")(delayed(_run_one)(jobs, k) for k in jobs.argv)
+        outcomes = Parallel(n_jobs=parallel, backend="threading")(delayed(_run_one)(jobs, k) for k in jobs.todo)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -66,17 +87,22 @@ def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, s
 
 
 def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
-    if jobs.stopping.is_set():
-        return k, "not started: the run was interrupted"
-    proc = subprocess.Popen(jobs.argv[k], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                            env={**os.environ, FOLD_JOB: "1"})
-    jobs.running[k] = proc
-    for line in proc.stderr:
-        if not _STARTUP_NOISE.search(line):
-            sys.stderr.write(line)
-    code = proc.wait()
-    proc.stdin.close()
-    del jobs.running[k]
+    with jobs.lock:
+        jobs.started.add(k)
+        threads = jobs.job_threads[k] = jobs.threads
+    while True:
+        if jobs.stopping.is_set():
+            return k, "not started: the run was interrupted"
+        code = _launch(jobs, k, threads)
+        request = rundir.fold_dir(jobs.run_dir, k) / rundir.REGROUP
+        request.unlink(missing_ok=True)
+        if code != REGROUP_EXIT:
+            break
+        threads = jobs.job_threads[k]
+        log.info("fold %d goes on with %d thread(s) from its last finished epoch (no fold is left to start)", k, threads)
+    with jobs.lock:
+        del jobs.job_threads[k]
+        _share_freed_cores(jobs)
     if code == 0:
         result = rundir.load_complete(jobs.run_dir, k)
         if result is None:
@@ -89,6 +115,39 @@ def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
         hint = ": out of memory, or killed by hand" if -code == signal.SIGKILL else ""
         return k, f"its process was killed by {name}{hint}"
     return k, f"its process ended with exit status {code} (see {rundir.LOG})"
+
+
+def _launch(jobs: FoldJobs, k: int, threads: int) -> int:
+    """Run fold k's job with `threads` TensorFlow threads to its end; its exit status."""
+    proc = subprocess.Popen(jobs.command(k, threads), stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", env={**os.environ, FOLD_JOB: "1"})
+    jobs.running[k] = proc
+    for line in proc.stderr:
+        if not _STARTUP_NOISE.search(line):
+            sys.stderr.write(line)
+    code = proc.wait()
+    proc.stdin.close()
+    del jobs.running[k]
+    return code
+
+
+def _share_freed_cores(jobs: FoldJobs) -> None:
+    """Once every fold has started, ask the running jobs that would get more threads from the
+    cores now free to stop after their next epoch and go on with them. Call with jobs.lock held."""
+    if not jobs.regroup or jobs.stopping.is_set() or len(jobs.started) < len(jobs.todo) or not jobs.job_threads:
+        return
+    share = max(1, jobs.cores // len(jobs.job_threads))
+    for k, threads in jobs.job_threads.items():
+        if share > threads:
+            jobs.job_threads[k] = share
+            request = rundir.fold_dir(jobs.run_dir, k) / rundir.REGROUP
+            request.parent.mkdir(parents=True, exist_ok=True)
+            request.touch()
+
+
+def regroup_requested(fold_dir: Path) -> bool:
+    """In a fold job: whether its run asked it to stop after this epoch (see `_share_freed_cores`)."""
+    return in_fold_job() and (fold_dir / rundir.REGROUP).exists()
 
 
 def _forward(jobs: FoldJobs):
@@ -136,7 +195,7 @@ class _Reporter(threading.Thread):
     def __init__(self, jobs: FoldJobs, clock: RunClock, every: float = 0.5) -> None:
         super().__init__(name="fold-progress", daemon=True)
         self.jobs, self.clock, self.every = jobs, clock, every
-        self.last = {k: max((row["epoch"] for row in self._epochs(k)), default=0) for k in jobs.argv}
+        self.last = {k: max((row["epoch"] for row in self._epochs(k)), default=0) for k in jobs.todo}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -152,7 +211,7 @@ class _Reporter(threading.Thread):
         return read_history(rundir.fold_dir(self.jobs.run_dir, k))
 
     def poll(self) -> None:
-        for k in self.jobs.argv:
+        for k in self.jobs.todo:
             rows = self._epochs(k)
             if rows and rows[-1]["epoch"] < self.last[k]:  # the fold started again (its saved state was damaged)
                 self.last[k] = 0

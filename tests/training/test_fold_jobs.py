@@ -121,3 +121,19 @@ def test_bad_jobs_is_refused(tiny, tmp_path, bad):
     proc = run_cv([a for a in tiny_overrides(tiny, tmp_path) if not a.startswith("jobs=")] + [bad, f"hydra.run.dir={tmp_path / 'run'}"],
                   check=False)
     assert proc.returncode == 1 and "need a whole number of fold processes" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_lone_last_fold_goes_on_with_the_freed_cores(tiny, tmp_path):
+    # 3 folds, 2 at a time: the third starts when one of the first two ends; when the other ends,
+    # no fold is left to start, so the third stops after a committed epoch and goes on with 2 threads.
+    run_dir = tmp_path / "run"
+    run_cv(overrides(tiny, tmp_path, 2) + ["fold=3", "epochs=4", f"hydra.run.dir={run_dir}"])
+    log = (run_dir / "cv.log").read_text()
+    assert "goes on with 2 thread(s) from its last finished epoch" in log
+    k = int(log.split(" goes on with 2 thread(s)")[0].rsplit("fold ", 1)[1])
+    assert f"fold {k}: resuming after epoch" in log
+    history = (run_dir / f"fold_{k}" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3", "4"]  # each epoch once
+    assert not (run_dir / f"fold_{k}" / "regroup").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["complete"] and [f["fold"] for f in metrics["folds"]] == [0, 1, 2]

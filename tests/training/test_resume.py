@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from conftest import KILL_MID_EPOCH, check_run_dir, run_cv, snapshot, tiny_overrides
 
