@@ -37,7 +37,7 @@ from src.inputs.folds import fold_data, make_folds
 from src.models.inference import reconstruct
 from src.results import ensemble, pictures, report, tracking
 from src.inputs import pipeline
-from src.training.callbacks import RunClock
+from src.training.callbacks import RunClock, fold_line
 from src.training.checkpoint import epochs_committed
 from src.training.fold import train_fold
 from src.training.scheduler import REGROUP_EXIT, FoldJobs, Regroup, in_fold_job, quiet_fold_job, run_fold_jobs
@@ -129,7 +129,7 @@ def _train_here(cfg: DictConfig, dataset: data_mod.Dataset, folds: list, k: int,
         if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
             return
         result = train_fold(fold_data(dataset, folds, k), cfg, strategy, fdir, clock, precision)
-    log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, len(folds), result.accuracy, result.best_epoch, result.seconds)
+    log.info("%s", fold_line(result, len(folds)))
 
 
 def _autoencoder_picture(run_dir: Path, val_images) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from src import rundir
+from src.rundir import FoldResult
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ def epoch_line(fold: int, folds: int, epoch: int, epochs: int, loss: float, val_
     """One epoch's progress line, the same whether the fold trains here or in a fold job."""
     speed = f"{rate:,.0f} img/s " if rate else ""
     return f"fold {fold} of {folds} epoch {epoch}/{epochs} loss {loss:.4f} val_accuracy {val_accuracy:.4f} {speed}ETA {eta}"
+
+
+def fold_line(result: FoldResult, folds: int) -> str:
+    """A finished fold's line, the same whether it trained here or in a fold job."""
+    return f"fold {result.fold} of {folds} accuracy {result.accuracy:.4f} (best epoch {result.best_epoch}, {result.seconds:.0f} s)"
 
 
 class Progress(keras.callbacks.Callback):

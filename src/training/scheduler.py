@@ -28,7 +28,7 @@ from typing import Callable
 from joblib import Parallel, delayed
 
 from src import rundir
-from src.training.callbacks import RunClock, epoch_line
+from src.training.callbacks import RunClock, epoch_line, fold_line
 from src.training.checkpoint import read_history
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
         result = rundir.load_complete(jobs.run_dir, k)
         if result is None:
             return k, f"its process ended without completing it (see {rundir.LOG})"
-        log.info("fold %d of %d accuracy %.4f (best epoch %d, %.0f s)", k, jobs.folds, result.accuracy,
-                 result.best_epoch, result.seconds)
+        log.info("%s", fold_line(result, jobs.folds))
         return k, ""
     if code < 0:
         name = signal.Signals(-code).name
