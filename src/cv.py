@@ -11,6 +11,10 @@ builds the ensemble. The task function returns the mean CV accuracy, so a sweepe
 """
 from __future__ import annotations
 
+import time
+
+STARTED = time.time()  # a time_limit counts from here, before TensorFlow's import
+
 import hashlib
 import logging
 import os
@@ -33,37 +37,47 @@ from src.cli import command
 from src.errors import UserError
 from src.files import write_json
 from src.inputs import dataset as data_mod
-from src.inputs.folds import fold_data, make_folds
+from src.inputs import pseudo as pseudo_labels
+from src.inputs.folds import FoldData, fold_data, make_folds
 from src.models.inference import reconstruct
-from src.results import ensemble, pictures, report, tracking
 from src.inputs import pipeline
+from src.results import ensemble, pictures, report, tracking
 from src.training.callbacks import RunClock, fold_line
 from src.training.checkpoint import epochs_committed
-from src.training.fold import train_fold
+from src.training import budget, multi_worker
+from src.training.budget import FoldDeadline, Plan
+from src.training.fold import compile_model, train_fold
 from src.training.scheduler import REGROUP_EXIT, FoldJobs, Regroup, in_fold_job, quiet_fold_job, run_fold_jobs
-from src.training.strategy import (check_batch, configure_threads, cpu_cores, fold_job_threads, is_chief,
-                                   make_strategy, resolve_jobs, resolve_precision, strategy_name, worker_id)
+from src.training.strategy import (check_batch, configure_threads, cpu_cores, expected_jobs, fold_job_threads,
+                                   is_chief, make_strategy, resolve_jobs, resolve_precision, strategy_name, worker_id)
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
-        fold_job: Callable[[int, int], list[str]] | None = None) -> ensemble.Ensemble | None:
+        fold_job: Callable[[int, int], list[str]] | None = None, epochs_given: bool = True) -> ensemble.Ensemble | None:
     """Check the data, train the folds asked for that are not complete, and build the ensemble
     once every fold is complete; returns it (None while folds are missing).
 
     `parallel_jobs` is how many jobs of a launcher's sweep share this machine (for the thread
     cap). `fold_job(k, threads)` is the command line that trains fold k alone; with it, `jobs`
-    folds train at once, each in a process of its own (src.training.scheduler).
+    folds train at once, each in a process of its own (src.training.scheduler). With a
+    `time_limit`, `epochs` caps the plan only when `epochs_given` (src.training.budget).
     """
-    threads = configure_threads(cfg.threads, parallel_jobs, cfg.deterministic)  # before TensorFlow's first op
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
+    limit = budget.parse_duration(cfg.get("time_limit"))
     dataset = data_mod.load(cfg.data)
+    pseudo = pseudo_labels.load(cfg.get("pseudo"), dataset.x_test, dataset.digests["test"], dataset.num_classes)
     folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
     wanted = select_folds(cfg.fold_index, len(folds))
+    todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
+    expected = expected_jobs(cfg.jobs, cfg.strategy.name, len(todo)) if fold_job else 1
+    # Before TensorFlow's first op. The main process of fold jobs gets one job's share: it measures
+    # the step for a time_limit as the jobs will run it.
+    threads = configure_threads(cfg.threads, max(parallel_jobs, expected), cfg.deterministic)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(cfg.strategy)
     per_replica = check_batch(cfg.batch_size, strategy)
     precision = resolve_precision(cfg.precision, strategy)
@@ -74,11 +88,24 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
         run_dir = run_dir / f".{worker_id(strategy)}"
     rundir.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
-    rundir.claim(run_dir, rundir.identity(cfg, dataset.digests), cfg,
-                 {"train": len(dataset.y_train), "test": len(dataset.x_test)})
-
+    ident = rundir.identity(cfg, dataset.digests, pseudo.record if pseudo else None)
+    rows = {"train": len(dataset.y_train), "test": len(dataset.x_test)}
+    if (run_dir / rundir.RUN).exists():  # a resume with other settings is refused before anything else
+        rundir.claim(run_dir, ident, cfg, rows)
     todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
     jobs = max(1, min(jobs, len(todo)))
+    if pseudo:
+        log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
+                 len(pseudo.index), pseudo.record["threshold"], cfg.pseudo.run_dir)
+    plan = _plan(cfg, run_dir, fold_data(dataset, folds, todo[0], pseudo), len(dataset.x_test), todo, strategy,
+                 precision, jobs, limit, epochs_given) if limit and todo else None
+    rundir.claim(run_dir, ident, cfg, rows)
+    if plan:
+        plan = _record(run_dir, plan)
+        cfg = budget.apply(plan, cfg)
+    deadlines = dict(zip(todo, budget.deadlines(plan, STARTED, len(todo)))) if plan else {}
+    if in_fold_job():  # its run's main process set its deadline
+        deadlines = {k: budget.deadline_from_environment() for k in todo}
     job_threads = fold_job_threads(cfg.threads, jobs, cfg.deterministic)
     log.info(
         "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
@@ -89,14 +116,15 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     if jobs > 1:
         steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]), cfg.batch_size)
         fold_jobs = FoldJobs(run_dir, fold_job, todo, job_threads, len(folds), cfg.epochs, steps * cfg.batch_size,
-                             cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic)
+                             cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic,
+                             deadlines=deadlines)
         clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo))
         failed = run_fold_jobs(fold_jobs, jobs, clock)
     else:
         failed = {}
         clock = RunClock(len(todo) * cfg.epochs)
         for k in todo:
-            _train_here(cfg, dataset, folds, k, strategy, run_dir, clock, precision)
+            _train_here(cfg, fold_data(dataset, folds, k, pseudo), strategy, run_dir, clock, precision, deadlines.get(k))
 
     if in_fold_job():  # the run's main process reports and builds the ensemble
         return None
@@ -118,9 +146,10 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     return ens
 
 
-def _train_here(cfg: DictConfig, dataset: data_mod.Dataset, folds: list, k: int, strategy: tf.distribute.Strategy,
-                run_dir: Path, clock: RunClock, precision: str) -> None:
-    """Train fold k in this process, unless another process holds it or has finished it."""
+def _train_here(cfg: DictConfig, data: FoldData, strategy: tf.distribute.Strategy, run_dir: Path, clock: RunClock,
+                precision: str, deadline: FoldDeadline | None) -> None:
+    """Train fold `data.fold` in this process, unless another process holds it or has finished it."""
+    k = data.fold
     fdir = rundir.fold_dir(run_dir, k)
     with rundir.fold_lock(fdir) as mine:
         if not mine:
@@ -128,8 +157,38 @@ def _train_here(cfg: DictConfig, dataset: data_mod.Dataset, folds: list, k: int,
             return
         if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
             return
-        result = train_fold(fold_data(dataset, folds, k), cfg, strategy, fdir, clock, precision)
-    log.info("%s", fold_line(result, len(folds)))
+        result = train_fold(data, cfg, strategy, fdir, clock, precision, deadline)
+    log.info("%s", fold_line(result, cfg.fold))
+
+
+def _plan(cfg: DictConfig, run_dir: Path, data: FoldData, test_rows: int, todo: list[int],
+          strategy: tf.distribute.Strategy, precision: str, jobs: int, limit: float, epochs_given: bool) -> Plan:
+    """The run's time_limit plan: the one recorded in the run dir, or a new one from a calibration
+    on `data`, the first fold to train."""
+    recorded = rundir.read_plan(run_dir)
+    if recorded:
+        return Plan.from_dict(recorded)
+    if multi_worker.is_multi_worker(strategy):
+        raise UserError("time_limit is not supported with strategy=multi_worker (the workers would plan apart): set epochs instead")
+    startup = time.time() - STARTED
+    rates = budget.calibrate(lambda: compile_model(data, cfg, strategy, precision), data, cfg)
+    rows = {"train": len(data.x_train), "val": len(data.x_val), "test": test_rows}
+    return budget.make_plan(limit, startup, time.time() - STARTED, rates, len(todo), jobs, rows, cfg.batch_size, cfg.tta,
+                            cfg.epochs, cfg.epochs if epochs_given else None)
+
+
+def _record(run_dir: Path, plan: Plan) -> Plan:
+    """Write the plan unless the run dir has one (a resume, or a fold job that planned first);
+    the recorded one, logged."""
+    fresh = rundir.write_once(run_dir / rundir.PLAN, plan.to_dict())
+    plan = Plan.from_dict(rundir.read_plan(run_dir))
+    rates, seconds = plan.rates, plan.seconds
+    log.info("time_limit %s: %s %d epoch(s) per fold for %d fold(s), %d at a time (measured per fold process: "
+             "%s training images/s, %s predicting; estimated %s in all) in %s",
+             budget.duration(plan.time_limit_s), "planned" if fresh else "keeping the plan of", plan.epochs, plan.folds,
+             plan.jobs, f"{rates['train']:,.0f}", f"{rates['predict']:,.0f}", budget.duration(seconds["total"]),
+             rundir.PLAN)
+    return plan
 
 
 def _autoencoder_picture(run_dir: Path, val_images) -> None:
@@ -235,7 +294,8 @@ def main(cfg: DictConfig) -> float | None:
     fresh = _holds_nothing(run_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
-        ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir))
+        epochs_given = any(_key(o) == "epochs" for o in hc.overrides.task)
+        ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
     except UserError:
         if fresh and _holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace
             shutil.rmtree(run_dir, ignore_errors=True)

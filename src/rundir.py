@@ -6,6 +6,8 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
     run.json               written once, by the first process: the config keys that change results,
                            the data files' SHA-256, row counts, package versions. Every later process
                            (a resume, a parallel fold job) must match it or is refused.
+    plan.json              with time_limit: the epochs planned and the rates measured (written once;
+                           a resume trains to the same epochs)
     cv.log                 the console log (appended to by every process that works on the run)
     fold_<k>/model.keras   fold k's best epoch by val_accuracy (k = 0 .. fold-1)
     fold_<k>/history.csv   fold k's loss, accuracy, learning rate and seconds per epoch
@@ -54,6 +56,7 @@ from src.files import atomic_write, sha256, write_json
 log = logging.getLogger(__name__)
 
 RUN = "run.json"
+PLAN = "plan.json"
 LOG = "cv.log"  # Hydra's log of the job named cv
 HYDRA = ".hydra"  # Hydra's saved configs, one folder per invocation
 DONE = "done.json"
@@ -86,7 +89,18 @@ EXPORT = "export"
 VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
+    "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
 )
+# Keys added to the config after run dirs were written, with the value that does what the code did
+# before them: a run dir recorded without the key matches a config that holds it at this value.
+LATER_KEYS = {
+    "time_limit": None,
+    "label_smoothing": 0.0,
+    "schedule.kind": "exponential",
+    "augment.elastic": 0.0,
+    "augment.elastic_sigma": 4.0,
+    "pseudo.threshold": 0.99,
+}
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 
 
@@ -157,11 +171,12 @@ def exports(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def identity(cfg: DictConfig, digests: dict[str, str]) -> dict:
-    """The run's identity: every config key that changes results, and the data it was trained on."""
+def identity(cfg: DictConfig, digests: dict[str, str], pseudo: dict | None = None) -> dict:
+    """The run's identity: every config key that changes results, the data it was trained on, and
+    the pseudo-labels' source when it has one."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
-    return {"config": keys, "data": dict(digests)}
+    return {"config": keys, "data": dict(digests), **({"pseudo": pseudo} if pseudo else {})}
 
 
 def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> None:
@@ -177,22 +192,21 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> 
         "resolved_config": OmegaConf.to_container(cfg, resolve=True),
         "versions": package_versions(),
     }
-    if not path.exists():
-        tmp = atomic_write(run_dir / f".{RUN}.{os.getpid()}", lambda t: t.write_text(json.dumps(record, indent=2) + "\n"))
-        try:
-            os.link(tmp, path)  # fails if another process got there first: then compare with theirs
-            log.info("new run in %s", run_dir)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+    if write_once(path, record):
+        log.info("new run in %s", run_dir)
     recorded = read_record(run_dir)
     if recorded.get("data") != ident["data"]:
         raise UserError(
             f"{run_dir} belongs to a run on different data (train/test file contents differ from "
             f"{path}'s SHA-256): point data.train/data.test at that run's files, or choose another hydra.run.dir"
         )
+    if recorded.get("pseudo") != ident.get("pseudo"):
+        raise UserError(
+            f"{run_dir} was trained with other pseudo-labels (recorded {recorded.get('pseudo')}, now "
+            f"{ident.get('pseudo')}): resume it with its own pseudo.run_dir and pseudo.threshold, or choose another hydra.run.dir"
+        )
     old, new = recorded.get("config", {}), ident["config"]
+    old = {**{k: v for k, v in LATER_KEYS.items() if k in new}, **old}
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
     if changed:
         detail = ", ".join(f"{k}: {old.get(k, '<unset>')!r} → {new.get(k, '<unset>')!r}" for k in changed[:8])
@@ -202,6 +216,31 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> 
         )
     if recorded.get("versions") != record["versions"]:
         log.warning("package versions differ from the ones %s was started with (%s)", run_dir, path)
+
+
+def write_once(path: Path, record: dict) -> bool:
+    """Write `record` as JSON to `path` unless it exists; True if this call wrote it. Safe when
+    several processes try at once: exactly one wins, and the others read the winner's."""
+    if path.exists():
+        return False
+    tmp = atomic_write(path.parent / f".{path.name}.{os.getpid()}", lambda t: t.write_text(json.dumps(record, indent=2) + "\n"))
+    try:
+        os.link(tmp, path)  # fails if another process got there first
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_plan(run_dir: Path) -> dict | None:
+    """The run's time_limit plan (plan.json), or None when it has none."""
+    try:
+        return json.loads((Path(run_dir) / PLAN).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{Path(run_dir) / PLAN} cannot be read ({e}): delete it to plan again") from None
 
 
 def package_versions() -> dict[str, str]:

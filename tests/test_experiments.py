@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, compose_config, run_cv
 
-EXPERIMENTS = ("kfold_cnn", "softmax", "mlp", "simple_cnn", "convbn", "autoencoder_classifier")
+EXPERIMENTS = ("kfold_cnn", "softmax", "mlp", "simple_cnn", "convbn", "autoencoder_classifier", "cnn_cosine_ema")
 
 # (model builder, epochs, batch, optimizer, learning rate, lr decay per epoch, loss, folds, augmentation)
 RECIPES = {
@@ -18,6 +18,7 @@ RECIPES = {
     "simple_cnn": ("simple_cnn", 5, 32, "Adam", 1e-3, 1.0, "categorical_crossentropy", 1, False),
     "convbn": ("convbn", 10, 128, "Adam", 0.01, 0.6, "categorical_crossentropy", 1, False),
     "autoencoder_classifier": ("autoencoder_classifier", 150, 50, "Adadelta", 1.0, 1.0, "mean_squared_error", 1, False),
+    "cnn_cosine_ema": ("kfold_cnn", 45, 128, "Adam", 2e-3, None, "categorical_crossentropy", 5, True),
 }
 
 
@@ -28,13 +29,16 @@ def test_experiment_config_is_its_recipe(name):
     assert cfg.model._target_ == f"src.models.{model}"
     assert (cfg.epochs, cfg.batch_size, cfg.fold, cfg.loss) == (epochs, batch, folds, loss)
     assert cfg.optimizer._target_ == f"keras.optimizers.{optimizer}" and cfg.optimizer.learning_rate == lr
-    assert cfg.schedule.decay == decay and cfg.augment.enabled == augment
+    assert cfg.schedule.get("decay") == decay and cfg.augment.enabled == augment
+    if name == "kfold_cnn":  # the seed recipe exactly: nothing of the later options
+        assert (cfg.schedule.kind, cfg.label_smoothing, cfg.augment.elastic, cfg.time_limit) == ("exponential", 0.0, 0.0, None)
+        assert "use_ema" not in cfg.optimizer
     assert set(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")) == set(EXPERIMENTS)
     # the command line still wins over an experiment
     assert compose_config([f"experiment={name}", "epochs=1", "fold=2"]).epochs == 1
 
 
-@pytest.mark.parametrize("names", [EXPERIMENTS[:3], EXPERIMENTS[3:]], ids=["first_three", "last_three"])  # two test processes share the work
+@pytest.mark.parametrize("names", [EXPERIMENTS[:4], EXPERIMENTS[4:]], ids=["first_four", "last_three"])  # two test processes share the work
 def test_every_experiment_runs_on_the_sample(tmp_path, names):
     sweep = tmp_path / "sweep"
     run_cv(["-m", f"experiment={','.join(names)}", "data=sample", "fold=2", "epochs=1",

@@ -9,6 +9,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from src.errors import UserError
 from src.inputs.dataset import Dataset
+from src.inputs.pseudo import PseudoLabels
 
 SPLITS = ("kfold", "stratified")
 
@@ -58,8 +59,13 @@ class FoldData:
     num_classes: int
 
 
-def fold_data(dataset: Dataset, folds: list[tuple[np.ndarray, np.ndarray]], k: int) -> FoldData:
-    """Fold k's arrays, cut from the dataset by `make_folds`' indices."""
+def fold_data(dataset: Dataset, folds: list[tuple[np.ndarray, np.ndarray]], k: int,
+              pseudo: PseudoLabels | None = None) -> FoldData:
+    """Fold k's arrays, cut from the dataset by `make_folds`' indices; `pseudo`'s test rows are
+    added to its training rows."""
     tr, va = folds[k]
-    return FoldData(k, dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[va], dataset.y_train[va], va,
-                    dataset.x_test, dataset.num_classes)
+    x_train, y_train = dataset.x_train[tr], dataset.y_train[tr]
+    if pseudo is not None:
+        x_train = np.concatenate([x_train, dataset.x_test[pseudo.index]])
+        y_train = np.concatenate([y_train, pseudo.labels.astype(y_train.dtype)])
+    return FoldData(k, x_train, y_train, dataset.x_train[va], dataset.y_train[va], va, dataset.x_test, dataset.num_classes)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src.inputs.augment import random_affine
+from src.inputs.augment import elastic, random_affine
 
 AUTOTUNE = tf.data.AUTOTUNE
 DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
@@ -45,7 +45,10 @@ def train_dataset(
     def prepare(epoch, i, idx):
         batch = tf.cast(tf.gather(images, idx), tf.float32)
         if cfg.enabled:
-            batch = random_affine(batch, cfg, tf.random.experimental.stateless_fold_in(key(epoch), i))
+            batch_key = tf.random.experimental.stateless_fold_in(key(epoch), i)
+            batch = random_affine(batch, cfg, batch_key)
+            if cfg.get("elastic", 0.0):
+                batch = elastic(batch, cfg.elastic, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
         return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)

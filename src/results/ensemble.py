@@ -88,6 +88,7 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
     if not results:
         raise UserError(f"no fold of {run_dir} is complete yet: train some with `python -m src.cv hydra.run.dir={run_dir}`")
     ens = combine(results, n_train, y_test, missing)
+    ens.metrics.update(_provenance(run_dir))
     if rundir.read_metrics(run_dir) == json.loads(json.dumps(ens.metrics)):
         log.info("%s already holds this ensemble of %d fold(s): results left as they are", run_dir, len(results))
         return ens, False
@@ -100,6 +101,21 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
             len(results), folds, missing, missing, run_dir,
         )
     return ens, True
+
+
+def _provenance(run_dir: Path) -> dict:
+    """What metrics.json repeats from the run's records: the pseudo-labels' source and the time_limit's plan."""
+    found = {}
+    try:
+        pseudo = rundir.read_record(run_dir).get("pseudo")
+    except UserError:  # folds copied without their run.json still ensemble
+        pseudo = None
+    if pseudo:
+        found["pseudo"] = pseudo
+    plan = rundir.read_plan(run_dir)
+    if plan:
+        found["time_limit"] = {"seconds": plan["time_limit_s"], "epochs": plan["epochs"], "rates": plan["rates"]}
+    return found
 
 
 def make_submission(labels: np.ndarray, num_classes: int) -> pd.DataFrame:

@@ -22,7 +22,9 @@ from src.inputs import pipeline
 from src.inputs.folds import FoldData
 from src.models.inference import predict
 from src.rundir import FoldResult
-from src.training import multi_worker
+from src.errors import UserError
+from src.training import multi_worker, schedules
+from src.training.budget import Deadline, FoldDeadline
 from src.training.callbacks import Progress, RunClock, tensorboard
 from src.training.checkpoint import FoldCheckpoint, restore
 from src.training.scheduler import Regroup, regroup_requested
@@ -40,10 +42,11 @@ class FoldPredictions:
 
 
 def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, fold_dir: Path, clock: RunClock,
-               precision: str = "float32") -> FoldResult:
+               precision: str = "float32", deadline: FoldDeadline | None = None) -> FoldResult:
     """Fit fold `data.fold` into `fold_dir` and return its result; resumes from `fold_dir/train/`
     when an earlier process left state there. `precision` is a Keras dtype policy name
-    (`src.training.strategy.resolve_precision`)."""
+    (`src.training.strategy.resolve_precision`); with a `deadline`, training stops
+    early rather than miss it (src.training.budget)."""
     start = time.perf_counter()
     state_dir = fold_dir / rundir.TRAIN_STATE
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +55,7 @@ def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy
     model, state = build(data, cfg, strategy, precision, state_dir)
     earlier_seconds = state.get("seconds", 0.0)
     clock.total -= state["epoch"]
-    fit(model, data, cfg, strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock))
+    fit(model, data, cfg, strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline))
     model = best_model(model, state_dir, state, strategy, data.fold)
     predictions = predict_fold(model, data, cfg)
     return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start, precision)
@@ -61,30 +64,49 @@ def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy
 def build(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str,
           state_dir: Path) -> tuple[keras.Model, dict]:
     """The compiled model under `strategy`, with the fold's saved state loaded when there is one."""
-    keras.backend.clear_session()  # also resets the dtype policy, so set it after
-    keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(cfg.seed + data.fold)
+    model = compile_model(data, cfg, strategy, precision)
     with strategy.scope():
-        model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
-        model.compile(
-            optimizer=instantiate(cfg.optimizer)(),
-            loss=cfg.loss,
-            # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
-            weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            steps_per_execution=cfg.steps_per_execution,
-        )
         state = restore(model, state_dir, data.fold)
     return model, state
 
 
+def compile_model(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str) -> keras.Model:
+    """A fresh model for fold `data.fold`, compiled with the config's optimizer, schedule and loss."""
+    keras.backend.clear_session()  # also resets the dtype policy, so set it after
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(cfg.seed + data.fold)
+    steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
+    with strategy.scope():
+        model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
+        model.compile(
+            optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.learning_rate(cfg, steps)),
+            loss=_loss(cfg),
+            # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
+            weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=cfg.steps_per_execution,
+        )
+    return model
+
+
+def _loss(cfg: DictConfig) -> str | keras.losses.Loss:
+    smoothing = cfg.get("label_smoothing", 0.0)
+    if not smoothing:
+        return cfg.loss
+    if cfg.loss != "categorical_crossentropy" or not 0 < smoothing < 1:
+        raise UserError(f"label_smoothing={smoothing} needs loss=categorical_crossentropy and a value between 0 and 1")
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
 def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, state: dict,
-              clock: RunClock) -> list[keras.callbacks.Callback]:
-    """The learning-rate schedule, the per-epoch checkpoint, and the optional logs."""
-    base_lr, decay = cfg.optimizer.learning_rate, cfg.schedule.decay
-    found = [
-        keras.callbacks.LearningRateScheduler(lambda epoch: base_lr * decay**epoch),
-        FoldCheckpoint(state_dir, state),
-    ]
+              clock: RunClock, deadline: FoldDeadline | None = None) -> list[keras.callbacks.Callback]:
+    """The learning-rate schedule, EMA weights, the per-epoch checkpoint, the time limit's
+    deadline, and the optional logs."""
+    found = schedules.callbacks(cfg)
+    if cfg.optimizer.get("use_ema"):
+        found.append(EMAWeights(resumed=state["epoch"] > 0))
+    found.append(FoldCheckpoint(state_dir, state))
+    if deadline is not None:
+        found.append(Deadline(data.fold, deadline))
     if cfg.tensorboard:
         found.append(tensorboard(run_dir, data.fold))
     if cfg.verbose:
@@ -92,6 +114,16 @@ def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, s
         found.append(Progress(data.fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
     found.append(RegroupCheck(state_dir.parent, cfg.epochs))  # after FoldCheckpoint: the epoch is committed
     return found
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """With `optimizer.use_ema`: the averaged weights are in the model at every epoch's end, so
+    validation, the best model and the checkpoint see them; the raw ones go on training. A fold
+    resumed from such a checkpoint starts with them swapped, as it left them."""
+
+    def __init__(self, resumed: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
 
 
 class RegroupCheck(keras.callbacks.Callback):

@@ -103,6 +103,16 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def expected_jobs(jobs: int | str, strategy: str, folds_to_train: int) -> int:
+    """What `resolve_jobs` will answer, known before TensorFlow starts (so that this process's
+    threads can still be set): `auto` is one per core unless a GPU, a TPU or several machines."""
+    if jobs != "auto":
+        return max(1, min(jobs, folds_to_train)) if isinstance(jobs, int) and not isinstance(jobs, bool) else 1
+    accelerated = (strategy in ("tpu", "multi_worker") or (strategy == "auto" and _tpu_hinted())
+                   or bool(tf.config.list_physical_devices("GPU")))
+    return 1 if accelerated else max(1, min(cpu_cores(), folds_to_train))
+
+
 def resolve_jobs(jobs: int | str, folds_to_train: int, strategy: tf.distribute.Strategy) -> int:
     """How many folds train at once, each in its own process: `auto` is one per core on a
     machine without accelerators (the default CNN keeps one core busier than TensorFlow's threads

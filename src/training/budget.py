@@ -1,0 +1,261 @@
+"""`time_limit=20m`: plan a run's epochs so that the whole run, from process start to the written
+submission and report, ends within a wall-clock budget.
+
+The run times its own training and prediction in a short calibration on the first fold's batches
+(`calibrate`), under the threads each fold process gets, then lays its folds out in waves of
+`jobs` at once and picks the most epochs per fold that fit (`make_plan`). The plan is recorded in
+the run dir (plan.json) so that a resume trains to the same epochs. The learning-rate schedule is
+laid over the planned epochs (`apply`).
+
+Calibration is a few seconds and machines are noisy, so every fold also gets a deadline
+(`deadlines`): a fold that would miss it stops after its last epoch that fits (`Deadline`), and
+the run still ends on time, a little less trained.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import UserError
+from src.inputs import pipeline
+from src.inputs.folds import FoldData
+from src.models.inference import predict
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
+RESERVE = 0.02  # of the limit, kept free for the noise the calibration cannot see
+CONCURRENT = 1.03  # fold jobs side by side each train this much slower than one alone (measured: 1.00-1.04)
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds in a `time_limit` value: 600, "90s", "20m", "1.5h", "1h30m"; None for none."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    parts = _PART.findall(text)
+    if text and parts and "".join(a + u for a, u in parts) == text:
+        seconds = sum(float(amount) * _UNITS[unit] for amount, unit in parts)
+        if seconds > 0:
+            return seconds
+    raise UserError(f"time_limit={value!r}: give a duration such as time_limit=20m, 1h, 1h30m or 900s (seconds)")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as h:mm:ss, for messages."""
+    return str(timedelta(seconds=round(seconds)))
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What one fold process measured: images per second training (augmented) and predicting;
+    seconds to build a model and trace its training and validation steps, to trace prediction,
+    and to write a checkpoint."""
+
+    train: float
+    predict: float
+    build_s: float
+    trace_predict_s: float
+    save_s: float
+
+
+def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig, seconds: float = 2.0) -> Rates:
+    """Time a model from `build` (compiled; thrown away afterwards) training on the fold's
+    augmented batches for about `seconds`, validating, predicting, and saving a checkpoint."""
+    start = time.perf_counter()
+    model = build()
+    built = time.perf_counter()
+    train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, cfg.seed)
+    steps = min(5, pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size))
+    timer = _StepTimer(seconds)
+    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    train_rate = timer.images(cfg.batch_size) / timer.elapsed
+    sample = data.x_val[: 16 * cfg.batch_size]
+    val = pipeline.eval_dataset(sample[: 2 * cfg.batch_size], data.y_val[: 2 * cfg.batch_size], cfg.batch_size,
+                                data.num_classes)
+    validate = _twice(lambda: model.evaluate(val, verbose=0))
+    predicting = _twice(lambda: predict(model, sample, cfg.batch_size))
+    begin = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "best.keras")
+        model.save_weights(Path(tmp) / "last.weights.h5")
+    save_s = time.perf_counter() - begin
+    tracing = (timer.first - steps * cfg.batch_size / train_rate) + (validate[0] - validate[1])
+    return Rates(train=train_rate, predict=len(sample) / predicting[1], build_s=built - start + max(tracing, 0.0),
+                 trace_predict_s=max(predicting[0] - predicting[1], 0.0), save_s=save_s)
+
+
+def _twice(work: Callable[[], object]) -> list[float]:
+    """Seconds of two calls of `work`: the first traces, the second is the steady cost."""
+    times = []
+    for _ in range(2):
+        begin = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Times whole epochs of a calibration fit after the first (which traces the step); stops
+    once `seconds` of steps are timed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.elapsed, self.first, self.epochs = seconds, 0.0, 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        took = time.perf_counter() - self.begin
+        if epoch == 0:
+            self.first = took
+            return
+        self.elapsed += took
+        self.epochs += 1
+        if self.elapsed >= self.seconds:
+            self.model.stop_training = True
+
+    def images(self, batch_size: int) -> int:
+        return self.epochs * self.params["steps"] * batch_size
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A time_limit's plan, recorded in plan.json: a resume trains to the same epochs."""
+
+    time_limit_s: float
+    epochs: int
+    schedule_epochs: int  # the epochs the config's schedule was written for; it is laid over `epochs`
+    folds: int  # folds trained under this plan
+    jobs: int  # at once
+    rates: dict  # Rates, per fold process
+    seconds: dict  # the estimate: start-up, per fold, per epoch, finish, total
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Plan":
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__})
+
+
+def make_plan(limit_s: float, startup_s: float, elapsed_s: float, rates: Rates, folds: int, jobs: int,
+              rows: dict[str, int], batch_size: int, tta: int, schedule_epochs: int, cap: int | None) -> Plan:
+    """The most epochs per fold (at most `cap`) with which `folds` folds, `jobs` at a time, end
+    within `limit_s` of process start, `elapsed_s` of which are spent (`startup_s` of them before
+    the calibration: what each fold job spends again). `rows` holds one fold's "train", "val" and
+    "test" rows. UserError, naming the least limit that works, when not even one epoch fits."""
+    startup_s = startup_s if jobs > 1 else 0.0
+    waves = _waves(folds, jobs)
+    slow = CONCURRENT if jobs > 1 else 1.0
+    epoch_s = slow * ((rows["train"] // batch_size) * batch_size / rates.train + rows["val"] / rates.predict) + rates.save_s
+    predict_s = rates.trace_predict_s + slow * (1 + tta) * (rows["val"] + rows["test"]) / rates.predict + 2 * rates.save_s
+    fold_s = startup_s + rates.build_s + predict_s
+    finish_s = finish_seconds(rows, folds)
+    fixed_s = elapsed_s + sum(waves) * fold_s + finish_s
+    per_epoch_s = sum(waves) * epoch_s
+    fitting = math.floor((limit_s * (1 - RESERVE) - fixed_s) / per_epoch_s)
+    if fitting < 1:
+        least = (fixed_s + per_epoch_s) / (1 - RESERVE)
+        raise UserError(
+            f"time_limit={duration(limit_s)} is too short for one epoch per fold: {folds} fold(s), {jobs} at a time, "
+            f"need at least {duration(math.ceil(least))} on this machine (measured {rates.train:,.0f} training images/s "
+            f"per fold process): raise time_limit, or lower fold"
+        )
+    epochs = min(fitting, cap) if cap else fitting
+    return Plan(limit_s, epochs, schedule_epochs, folds, jobs, asdict(rates),
+                {"startup": round(startup_s, 1), "elapsed": round(elapsed_s, 1), "fold": round(fold_s, 1), "predict": round(predict_s, 1), "epoch": round(epoch_s, 2),
+                 "finish": round(finish_s, 1), "total": round(fixed_s + epochs * per_epoch_s, 1)})
+
+
+def finish_seconds(rows: dict[str, int], folds: int) -> float:
+    """Time for the ensemble, report and pictures after the last fold (measured: 10-20 s on the full data)."""
+    return 10.0 + 2e-4 * (rows["train"] + rows["val"] + rows["test"]) + 0.5 * folds
+
+
+def _waves(folds: int, jobs: int) -> list[float]:
+    """The folds' waves as fractions of a fold's time: full waves of `jobs` folds, then a last one
+    of the rest, which run faster with the freed cores (2 threads: 1.41x measured; √ of the share)."""
+    full, rest = divmod(folds, jobs)
+    return [1.0] * full + ([math.sqrt(rest / jobs)] if rest else [])
+
+
+def deadlines(plan: Plan, start: float, folds: int) -> list[FoldDeadline]:
+    """For each of the `folds` folds (in the order they start), the wall-clock time by which it
+    must be complete for the run to end on time: the limit, less the finish and the later waves."""
+    waves = _waves(folds, plan.jobs)
+    fold_total = plan.seconds["fold"] + plan.epochs * plan.seconds["epoch"]
+    end = start + plan.time_limit_s - plan.seconds["finish"]
+    after = np.cumsum(waves[::-1])[::-1] - waves  # the waves after each wave, in fold times
+    return [FoldDeadline(float(end - after[i // plan.jobs] * fold_total), plan.seconds["predict"]) for i in range(folds)]
+
+
+def apply(plan: Plan, cfg: DictConfig) -> DictConfig:
+    """The training config under `plan`: its epochs, with an epoch-wise exponential decay
+    stretched or squeezed so that the planned epochs span the schedule's whole range."""
+    planned = OmegaConf.to_container(cfg, resolve=True)
+    planned["epochs"] = plan.epochs
+    schedule = planned["schedule"]
+    if schedule.get("kind", "exponential") == "exponential" and plan.epochs != plan.schedule_epochs:
+        schedule["decay"] = schedule["decay"] ** ((plan.schedule_epochs - 1) / max(plan.epochs - 1, 1))
+    return OmegaConf.create(planned)
+
+
+@dataclass(frozen=True)
+class FoldDeadline:
+    """When a fold must be complete (time.time()), and the seconds its predictions take after training."""
+
+    at: float
+    tail_s: float
+
+
+DEADLINE = "KFOLD_DEADLINE"  # in a fold job's environment: its FoldDeadline as "at,tail_s"
+
+
+def environment(deadline: FoldDeadline | None) -> dict[str, str]:
+    """The environment variables that give a fold job its deadline."""
+    return {DEADLINE: f"{deadline.at!r},{deadline.tail_s!r}"} if deadline else {}
+
+
+def deadline_from_environment() -> FoldDeadline | None:
+    """In a fold job: the deadline its run's main process gave it, if any."""
+    value = os.environ.get(DEADLINE)
+    if not value:
+        return None
+    at, tail = value.split(",")
+    return FoldDeadline(float(at), float(tail))
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops a fold's training after an epoch when one more epoch and the fold's predictions would
+    not be done by its deadline."""
+
+    def __init__(self, fold: int, deadline: FoldDeadline) -> None:
+        super().__init__()
+        self.fold, self.deadline = fold, deadline
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        if epoch + 1 < self.params["epochs"] and now + (now - self.begin) + self.deadline.tail_s > self.deadline.at:
+            log.warning("fold %d: stopped after epoch %d of %d to end within time_limit (the machine ran slower "
+                        "than measured)", self.fold, epoch + 1, self.params["epochs"])
+            self.model.stop_training = True

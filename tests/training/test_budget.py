@@ -1,0 +1,130 @@
+"""time_limit: durations, the plan's arithmetic, the schedule over the planned steps, the deadline,
+and real runs that plan, record, resume and refuse."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import KILL_MID_EPOCH, check_run_dir, compose_config, run_cv, tiny_overrides
+
+from src.errors import UserError
+from src.training import budget, schedules
+from src.training.budget import Deadline, FoldDeadline, Plan, Rates
+
+
+@pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400),
+                                           ("90s", 90), (600, 600), ("2m 30s", 150), (None, None)])
+def test_durations(text, seconds):
+    assert budget.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["20", "abc", "0m", "-5m", "5x", True, 0, "m"])
+def test_bad_durations_are_refused(bad):
+    with pytest.raises(UserError, match="time_limit=.*e.g.|give a duration such as"):
+        budget.parse_duration(bad)
+
+
+RATES = Rates(train=1000.0, predict=4000.0, build_s=3.0, trace_predict_s=1.0, save_s=0.2)
+ROWS = {"train": 32000, "val": 8000, "test": 28000}
+
+
+def test_plan_fills_the_limit_and_no_more():
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, folds=5, jobs=2, rows=ROWS, batch_size=128, tta=0,
+                            schedule_epochs=45, cap=None)
+    seconds = plan.seconds
+    waves = 2 + math.sqrt(1 / 2)  # two full waves of 2 folds, then the fifth alone on freed cores
+    assert seconds["epoch"] == pytest.approx(1.03 * (250 * 128 / 1000 + 8000 / 4000) + 0.2, abs=0.01)
+    estimate = 20.0 + waves * (seconds["fold"] + plan.epochs * seconds["epoch"]) + seconds["finish"]
+    assert estimate == pytest.approx(seconds["total"], abs=0.5)
+    assert estimate <= 1200 * (1 - budget.RESERVE)  # fits
+    assert estimate + waves * seconds["epoch"] > 1200 * (1 - budget.RESERVE)  # one more epoch would not
+    assert budget.make_plan(1200, 8.0, 20.0, RATES, 5, 2, ROWS, 128, 0, 45, cap=3).epochs == 3  # epochs= caps it
+
+
+def test_a_limit_too_short_for_one_epoch_names_the_least_that_works():
+    with pytest.raises(UserError) as e:
+        budget.make_plan(120, 8.0, 20.0, RATES, 5, 2, ROWS, 128, 0, 45, None)
+    assert "too short for one epoch per fold" in str(e.value)
+    least = str(e.value).split("need at least ")[1].split(" ")[0]
+    h, m, s = map(int, least.split(":"))
+    # the least limit it names gives a plan of exactly one epoch
+    assert budget.make_plan(h * 3600 + m * 60 + s, 8.0, 20.0, RATES, 5, 2, ROWS, 128, 0, 45, None).epochs == 1
+
+
+def test_deadlines_leave_room_for_the_later_waves():
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 5, 2, ROWS, 128, 0, 45, None)
+    found = budget.deadlines(plan, start=1000.0, folds=5)
+    fold_total = plan.seconds["fold"] + plan.epochs * plan.seconds["epoch"]
+    end = 1000.0 + 1200 - plan.seconds["finish"]
+    assert found[4].at == pytest.approx(end) and found[3].at == found[2].at
+    assert found[2].at == pytest.approx(end - math.sqrt(0.5) * fold_total)
+    assert found[0].at == pytest.approx(end - (1 + math.sqrt(0.5)) * fold_total)
+
+
+def test_the_exponential_schedule_is_laid_over_the_planned_epochs():
+    cfg = compose_config(["epochs=45"])
+    plan = Plan(600, 5, 45, 5, 2, {}, {})
+    planned = budget.apply(plan, cfg)
+    assert planned.epochs == 5
+    # the last planned epoch gets the rate the 45th had: the whole decay, squeezed
+    assert planned.schedule.decay ** 4 == pytest.approx(cfg.schedule.decay ** 44)
+    assert budget.apply(Plan(600, 45, 45, 5, 2, {}, {}), cfg).schedule.decay == cfg.schedule.decay
+
+
+def test_the_cosine_schedule_spans_exactly_the_planned_steps():
+    cfg = compose_config(["schedule=cosine", "epochs=7"])
+    steps = 30
+    rate = schedules.learning_rate(cfg, steps)
+    peak, total = cfg.optimizer.learning_rate, 7 * steps
+    warmup = round(cfg.schedule.warmup * total)
+    assert float(rate(0)) == pytest.approx(peak * cfg.schedule.start)
+    assert float(rate(warmup)) == pytest.approx(peak)
+    assert float(rate(total)) == pytest.approx(peak * cfg.schedule.final)  # reached at the last step, not before
+    assert float(rate(total - 1)) > peak * cfg.schedule.final
+
+
+def test_deadline_stops_training_after_the_epoch_that_would_miss_it():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), keras.utils.to_categorical(np.zeros(64), 2)
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[Deadline(0, FoldDeadline(time.time() + 0.5, 3600.0))])
+    assert len(history.history["loss"]) == 1
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[Deadline(0, FoldDeadline(time.time() + 3600, 1.0))])
+    assert len(history.history["loss"]) == 5
+
+
+def test_a_time_limited_run_plans_records_and_resumes_its_plan(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=3", "time_limit=10m", "schedule=cosine", f"hydra.run.dir={run_dir}"]
+    proc = run_cv(args, prelude=KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2), check=False)
+    assert proc.returncode == -9
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["epochs"] == 3 and plan["time_limit_s"] == 600 and plan["rates"]["train"] > 0  # capped by epochs=3
+    assert "time_limit 0:10:00: planned 3 epoch(s) per fold" in (run_dir / "cv.log").read_text()
+
+    run_cv(args)
+    assert json.loads((run_dir / "plan.json").read_text()) == plan
+    assert "keeping the plan of 3 epoch(s)" in (run_dir / "cv.log").read_text()
+    metrics = check_run_dir(run_dir, folds=2)
+    assert metrics["time_limit"] == {"seconds": 600, "epochs": 3, "rates": plan["rates"]}
+    for k in range(2):
+        history = (run_dir / f"fold_{k}" / "history.csv").read_text().splitlines()
+        assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+        last_rate = float(history[-1].split(",")[history[0].split(",").index("learning_rate")])
+        assert last_rate == pytest.approx(1e-3 * 0.01, rel=1e-3)  # the cosine's end, at the planned last step
+
+    # another limit is another run
+    proc = run_cv([a for a in args if a != "time_limit=10m"] + ["time_limit=20m"], check=False)
+    assert proc.returncode == 1 and "time_limit: '10m' → '20m'" in proc.stderr
+
+
+def test_a_limit_too_short_is_refused_before_training(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cv(tiny_overrides(tiny, tmp_path) + ["time_limit=2s", f"hydra.run.dir={run_dir}"], check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "too short for one epoch per fold" in last and "need at least" in last
+    assert not run_dir.exists()  # nothing written
