@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
         fold_jobs = FoldJobs(run_dir, fold_job, todo, job_threads, len(folds), cfg.epochs, steps * cfg.batch_size,
                              cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic,
                              deadlines=deadlines)
-        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo))
+        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo), jobs)
         failed = run_fold_jobs(fold_jobs, jobs, clock)
     else:
         failed = {}

@@ -18,16 +18,19 @@ log = logging.getLogger(__name__)
 
 class RunClock:
     """The whole run's ETA from the epochs finished so far across all folds and the wall time
-    they took since the clock started: right whether folds run one after another or overlap."""
+    they took since the clock started: right whether folds run one after another or overlap.
+    While fewer epochs than `parallel` (folds at once) are done, the others are taken as about
+    done too."""
 
-    def __init__(self, epochs_to_train: int) -> None:
+    def __init__(self, epochs_to_train: int, parallel: int = 1) -> None:
         self.total = epochs_to_train
         self.done = 0
+        self.parallel = parallel
         self.start = time.perf_counter()
 
     def eta(self) -> str:
         elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * max(self.total - self.done, 0) if self.done else 0.0
+        left = elapsed / max(self.done, self.parallel) * max(self.total - self.done, 0) if self.done else 0.0
         return str(timedelta(seconds=round(left)))
 
 

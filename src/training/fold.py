@@ -79,7 +79,8 @@ def compile_model(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strat
     with strategy.scope():
         model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
         model.compile(
-            optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.learning_rate(cfg, steps)),
+            optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.learning_rate(cfg, steps),
+                                                 **schedules.averaging(cfg, steps)),
             loss=_loss(cfg),
             # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
             weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],

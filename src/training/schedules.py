@@ -35,6 +35,17 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> float | keras.optimi
     )
 
 
+def averaging(cfg: DictConfig, steps_per_epoch: int) -> dict:
+    """With `optimizer.use_ema`: the averaging's momentum, at most `optimizer.ema_momentum` and
+    short enough that the average forgets the random start within the run (its horizon,
+    1 / (1 - momentum) steps, is at most a tenth of the run's steps). Keras starts the average at
+    the first step's weights, so a 0.99 average over a 125-step run still holds 28% of them."""
+    if not cfg.optimizer.get("use_ema"):
+        return {}
+    total = cfg.epochs * steps_per_epoch
+    return {"ema_momentum": min(cfg.optimizer.get("ema_momentum", 0.99), max(0.0, 1 - 10 / total))}
+
+
 def callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
     """The callbacks that set (epoch-wise) or record (per-step) each epoch's learning rate in the
     epoch's logs, so that history.csv has it."""

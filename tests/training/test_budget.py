@@ -128,3 +128,11 @@ def test_a_limit_too_short_is_refused_before_training(tiny, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and "too short for one epoch per fold" in last and "need at least" in last
     assert not run_dir.exists()  # nothing written
+
+
+def test_weight_averaging_forgets_the_random_start_within_the_run():
+    cfg = compose_config(["experiment=cnn_cosine_ema", "epochs=1"])
+    momentum = schedules.averaging(cfg, 125)["ema_momentum"]
+    assert momentum == pytest.approx(0.92) and momentum**125 < 1e-4  # a short run: a short average
+    assert schedules.averaging(compose_config(["experiment=cnn_cosine_ema", "epochs=45"]), 250)["ema_momentum"] == cfg.optimizer.ema_momentum
+    assert schedules.averaging(compose_config(["epochs=1"]), 125) == {}  # no averaging unless asked

@@ -1,0 +1,145 @@
+"""Accuracy per minute: the seed recipe and the new one under the same `time_limit`, judged on
+labelled rows that no run ever trains on, validates on or chooses settings by.
+
+    python benchmarks/bench_accuracy.py --train ../shared/data/digits/train.csv.gz      # every row, ~2.5 h
+    python benchmarks/bench_accuracy.py --train ... --rows seed_10m,new_10m             # some rows
+
+A fixed seed picks `--holdout` (10,000) rows of the labelled file as the test set, written with
+their labels as `data.test` / `data.test_labels`; the runs train on the other rows (32,000). Every
+row is `python -m src.cv fold=5 time_limit=...` into `--out/runs/<row>`, timed from process start
+to the written submission and report:
+
+    seed_10m, seed_20m   experiment=kfold_cnn (the 2020 recipe), its epochs planned for the limit
+    new_10m, new_20m, new_60m   the new recipe (--new, default experiment=cnn_cosine_ema)
+    pseudo_20m           a 20-min second stage of the new recipe on new_20m's confident test predictions
+
+Finished rows are kept in `--out/results.json` and not run again (delete a row's entry and run
+dir to measure it again). Each row should run alone on the machine. Prints a table with the wall
+time, mean CV, OOF accuracy and the ensemble's holdout accuracy of each row, and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = {  # name: (recipe, limit, pseudo source row)
+    "seed_10m": ("seed", "10m", None),
+    "seed_20m": ("seed", "20m", None),
+    "new_10m": ("new", "10m", None),
+    "new_20m": ("new", "20m", None),
+    "new_60m": ("new", "60m", None),
+    "pseudo_20m": ("new", "20m", "new_20m"),
+}
+
+
+def split(train: Path, out: Path, holdout: int, seed: int) -> dict[str, Path]:
+    """Write the training rows and the held-out rows (pixels, and their labels apart) once."""
+    files = {"train": out / "train.csv", "test": out / "holdout.csv", "test_labels": out / "holdout_labels.csv"}
+    stamp = out / "split.json"
+    source = hashlib.sha256(train.read_bytes()).hexdigest()
+    wanted = {"source": source, "holdout": holdout, "seed": seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted and all(p.exists() for p in files.values()):
+        return files
+    frame = pd.read_csv(train)
+    order = np.random.default_rng(seed).permutation(len(frame))
+    held, kept = frame.iloc[np.sort(order[:holdout])], frame.iloc[np.sort(order[holdout:])]
+    out.mkdir(parents=True, exist_ok=True)
+    kept.to_csv(files["train"], index=False)
+    held.drop(columns="label").to_csv(files["test"], index=False)
+    pd.DataFrame({"ImageId": np.arange(1, len(held) + 1), "Label": held["label"].to_numpy()}).to_csv(files["test_labels"], index=False)
+    stamp.write_text(json.dumps(wanted) + "\n")
+    return files
+
+
+def machine() -> str:
+    """Cores, bf16 support and TensorFlow's version: which machine a figure came from."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    bf16 = "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "float32 only"
+    version = subprocess.run([sys.executable, "-c", "import tensorflow as tf; print(tf.__version__)"],
+                             capture_output=True, text=True).stdout.strip()
+    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, {bf16}, TensorFlow {version}"
+
+
+def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int) -> dict:
+    recipe, limit, source = ROWS[name]
+    run_dir = out / "runs" / name
+    args = [f"data.{k}={v}" for k, v in files.items()] + [
+        f"fold={fold}", f"time_limit={limit}", f"experiment={'kfold_cnn' if recipe == 'seed' else new}",
+        f"hydra.run.dir={run_dir}"]
+    if source:
+        args.append(f"pseudo.run_dir={out / 'runs' / source}")
+    print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "src.cv", *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed (exit {proc.returncode}); the same command resumes it")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"recipe": new if recipe == "new" else "kfold_cnn", "limit": limit, "seconds": round(seconds, 1),
+            "cv_mean": metrics["cv_mean"], "oof_accuracy": metrics["oof_accuracy"],
+            "holdout_accuracy": metrics["test_accuracy"], "epochs": metrics.get("time_limit", {}).get("epochs"),
+            "pseudo_rows": metrics.get("pseudo", {}).get("rows"), "source": source, "machine": machine()}
+
+
+def table(results: dict) -> str:
+    lines = ["| row | recipe | time_limit | wall | epochs | mean CV | OOF | holdout |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in ROWS:
+        r = results.get(name)
+        if not r:
+            continue
+        limit_s = float(r["limit"].rstrip("m")) * 60
+        wall = f"{r['seconds'] / 60:.1f} min ({r['seconds'] / limit_s:.0%} of the limit)"
+        if r["source"] and r["source"] in results:
+            wall += f" (+ {results[r['source']]['seconds'] / 60:.1f} min first stage, {r['pseudo_rows']:,} pseudo-labels)"
+        lines.append(f"| {name} | {r['recipe']} | {r['limit']} | {wall} | {r['epochs']} | {r['cv_mean']:.4f} | "
+                     f"{r['oof_accuracy']:.4f} | {r['holdout_accuracy']:.4f} |")
+    machines = sorted({r["machine"] for r in results.values()})
+    return "\n".join(lines + [f"\nmachine: {'; '.join(machines)}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=Path, required=True, help="the competition's labelled train.csv(.gz)")
+    parser.add_argument("--out", type=Path, default=Path.home() / "runs" / "bench_accuracy")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--new", default="cnn_cosine_ema", help="the experiment measured against kfold_cnn")
+    parser.add_argument("--holdout", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--fold", type=int, default=5)
+    args = parser.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"unknown row(s) {unknown}: choose from {list(ROWS)}")
+    files = split(args.train.resolve(), args.out.resolve(), args.holdout, args.seed)
+    record = args.out / "results.json"
+    results = json.loads(record.read_text()) if record.exists() else {}
+    for name in rows:
+        source = ROWS[name][2]
+        if source and source not in results:
+            sys.exit(f"{name} needs {source} first: add it to --rows")
+        if name in results:
+            continue
+        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(record)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
