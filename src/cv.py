@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
         f", {jobs} fold jobs at once × {job_threads} thread(s)" if jobs > 1 else f", {threads} thread(s)" if threads else "",
     )
     if jobs > 1:
-        steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]), cfg.batch_size)
+        steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]) + (len(pseudo.index) if pseudo else 0), cfg.batch_size)
         fold_jobs = FoldJobs(run_dir, fold_job, todo, job_threads, len(folds), cfg.epochs, steps * cfg.batch_size,
                              cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic,
                              deadlines=deadlines)
