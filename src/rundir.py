@@ -18,9 +18,11 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
     fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
     fold_<k>/regroup       for a moment: the run asks fold k's job to go on with more threads
     .ensemble.lock         held while a process builds the ensemble and report
-    oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
-    test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
-    submission.csv         ImageId,Label for Kaggle
+    submission_format.json what the competition expects of a submission: its columns, the test ids,
+                           the label value of each class (absent before 2026-11: ImageId,Label, 1..N, 0..K-1)
+    oof.csv                out-of-fold probabilities: row, label, fold, one column p<label> per class
+    test_probs.csv         test probabilities averaged over folds: the id column, p<label> per class
+    submission.csv         as the competition expects (by default ImageId,Label)
     metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
     report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
     autoencoder.png/.json  for a model with an autoencoder: reconstructions and their MSE
@@ -68,6 +70,7 @@ STATE = "state.json"
 LOCK = ".lock"
 REGROUP = "regroup"  # fold_<k>/regroup: the run asks fold k's job to go on with more threads
 ENSEMBLE_LOCK = ".ensemble.lock"
+SUBMISSION_FORMAT = "submission_format.json"
 OOF = "oof.csv"
 TEST_PROBS = "test_probs.csv"
 SUBMISSION = "submission.csv"
@@ -118,6 +121,63 @@ class FoldResult:
     seconds: float
     val_probs_plain: np.ndarray | None = None  # without test-time augmentation, when tta > 0
     precision: str | None = None  # the Keras dtype policy it trained under (not recorded before 2026-11)
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    """What a competition expects of a submission: its two columns, the test ids in the order it
+    wants them (None: 1..N in the test file's order) and the label value of each class index
+    (None: the index itself, as in Digit Recognizer)."""
+
+    columns: tuple[str, str] = ("ImageId", "Label")
+    ids: tuple | None = None
+    classes: tuple | None = None
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        """The competition's labels for class indices."""
+        return np.asarray(self.classes, dtype=object)[indices] if self.classes is not None else np.asarray(indices, np.int64)
+
+    def id_values(self, n: int) -> np.ndarray:
+        return np.asarray(self.ids) if self.ids is not None else np.arange(1, n + 1)
+
+    def prob_columns(self, num_classes: int) -> list[str]:
+        """The probability columns of oof.csv and test_probs.csv: p<label> per class."""
+        return [f"p{c}" for c in (self.classes if self.classes is not None else range(num_classes))]
+
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "ids": _plain(self.ids), "classes": _plain(self.classes)}
+
+
+def _plain(values) -> list | None:
+    """numpy scalars as JSON numbers and strings."""
+    if values is None:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def write_submission_format(run_dir: Path, fmt: SubmissionFormat) -> None:
+    """Record the run's submission format once (src.cv, when it claims the run dir)."""
+    write_once(Path(run_dir) / SUBMISSION_FORMAT, fmt.to_dict())
+
+
+def read_submission_format(run_dir: Path) -> SubmissionFormat:
+    """The run's submission format; Digit Recognizer's for run dirs written before it was recorded."""
+    path = Path(run_dir) / SUBMISSION_FORMAT
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return SubmissionFormat()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({e}): restore it from a copy of the run dir") from None
+    ids, classes = record.get("ids"), record.get("classes")
+    return SubmissionFormat(tuple(record["columns"]), tuple(ids) if ids is not None else None,
+                            tuple(classes) if classes is not None else None)
+
+
+def probabilities(frame, leading: int) -> np.ndarray:
+    """The probability columns of an oof.csv (leading=3: row, label, fold) or test_probs.csv
+    (leading=1: the id column) as an array, whatever the classes are called."""
+    return frame.iloc[:, leading:].to_numpy(np.float64)
 
 
 def read_record(run_dir: Path) -> dict:
