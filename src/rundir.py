@@ -93,6 +93,7 @@ VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
+    "data.sample_submission",  # compared by what it gives (submission_format.json)
 )
 # Keys added to the config after run dirs were written, with the value that does what the code did
 # before them: a run dir recorded without the key matches a config that holds it at this value.
@@ -156,8 +157,14 @@ def _plain(values) -> list | None:
 
 
 def write_submission_format(run_dir: Path, fmt: SubmissionFormat) -> None:
-    """Record the run's submission format once (src.cv, when it claims the run dir)."""
+    """Record the run's submission format once; UserError when the run dir recorded another
+    (another sample submission, or test ids, than the run was started with)."""
     write_once(Path(run_dir) / SUBMISSION_FORMAT, fmt.to_dict())
+    recorded = read_submission_format(run_dir)
+    if recorded != fmt:
+        raise UserError(f"{run_dir} writes its submission as {list(recorded.columns)} with other ids or classes than "
+                        f"the data given now ({list(fmt.columns)}): resume it with its own data.test and sample submission, "
+                        "or choose another hydra.run.dir")
 
 
 def read_submission_format(run_dir: Path) -> SubmissionFormat:

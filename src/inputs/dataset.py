@@ -152,7 +152,7 @@ def parse_csv(path: str, digest: str, role: str, shape: tuple | None, train_path
     Raises UserError naming the file, line and column of the first problem found; lines are the
     file's own 1-based line numbers (the header is line 1).
     """
-    frame = _read_frame(path, role, f"replace it with the competition's {role}.csv")
+    frame = read_frame(path, role, f"replace it with the competition's {role}.csv")
     if len(frame) == 0:
         raise UserError(f"{role} file {path} has a header but no rows: it needs at least one image per row")
     label, id_column, pixels = _layout(frame, path, role)
@@ -286,7 +286,7 @@ def read_labels(path: str | Path, n_rows: int, classes: np.ndarray) -> np.ndarra
     fix = "give an ImageId,Label file with one row per test image, or set data.test_labels=null"
     if path.stat().st_size == 0:
         raise UserError(f"{role} file {path} is empty: {fix}")
-    frame = _read_frame(path, role, fix)
+    frame = read_frame(path, role, fix)
     if "Label" not in frame.columns or len(frame) != n_rows:
         raise UserError(
             f"{role} file {path} must have a 'Label' column and {n_rows} rows (one per test image), "
@@ -298,7 +298,7 @@ def read_labels(path: str | Path, n_rows: int, classes: np.ndarray) -> np.ndarra
     return _encode(labels, classes, path, role, "Label")
 
 
-def _read_frame(path, role: str, fix: str) -> pd.DataFrame:
+def read_frame(path, role: str, fix: str) -> pd.DataFrame:
     """`pd.read_csv` with every way it can fail turned into a one-line UserError naming the file.
 
     Blank lines are kept (as empty rows, refused later) so that row i is always file line i + 2,

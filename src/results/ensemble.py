@@ -159,6 +159,7 @@ def write(run_dir: Path, ens: Ensemble) -> None:
     for a finished K-fold run).
     """
     fmt = ens.fmt
+    rundir.write_submission_format(run_dir, fmt)  # a blend's dir gets it here; a run has it from src.cv
     prob_cols = fmt.prob_columns(ens.test_probs.shape[1])
     rows = np.flatnonzero(ens.oof_fold >= 0)
     oof = pd.DataFrame(ens.oof_probs[rows], columns=prob_cols)
