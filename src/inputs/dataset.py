@@ -95,11 +95,11 @@ def load(cfg: DictConfig) -> Dataset:
                    classes, test.ids, test.id_column)
 
 
-def read_test_format(path: str | Path, cfg: DictConfig) -> np.ndarray:
-    """Images from a CSV in the competition's test layout (pixel columns, optionally an id or a
-    label column), with every check the training data gets; uses the parse cache."""
+def read_test_format(path: str | Path, cfg: DictConfig) -> Table:
+    """A CSV in the competition's test layout (pixel columns, optionally an id or a label column),
+    with every check the training data gets; uses the parse cache."""
     memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
-    return _read(path, "test", _configured_shape(cfg), memory).images
+    return _read(path, "test", _configured_shape(cfg), memory)
 
 
 def _load_idx(cfg: DictConfig) -> Dataset:
