@@ -94,6 +94,7 @@ VOLATILE = (
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)
+    "data.dir", "data.kaggle",
 )
 # Keys added to the config after run dirs were written, with the value that does what the code did
 # before them: a run dir recorded without the key matches a config that holds it at this value.
@@ -104,6 +105,8 @@ LATER_KEYS = {
     "augment.elastic": 0.0,
     "augment.elastic_sigma": 4.0,
     "pseudo.threshold": 0.99,
+    "augment.flip": False,
+    "data.flip": False,
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.files import sha256
@@ -25,10 +25,21 @@ from src.inputs import idx
 log = logging.getLogger(__name__)
 
 DOWNLOAD_HINT = (
-    "get the competition files with `kaggle competitions download -c digit-recognizer -p data` "
-    "(then unzip), point data.train= / data.test= at your files, or try the embedded sample "
-    "with `data=sample`"
+    "get the files with `python -m src.kaggle download data=<preset>` (pip install -e '.[kaggle]'), "
+    "point data.dir= (or data.train= / data.test=) at your files, or try the embedded sample with `data=sample`"
 )
+
+
+def data_dir(kaggle_name: str, *local: str) -> str:
+    """A data preset's folder (the `data_dir` resolver of conf/data/*.yaml): the Kaggle notebook's
+    /kaggle/input/<kaggle_name> when there is one, else the first of `local` that exists, else the first."""
+    on_kaggle = Path("/kaggle/input") / kaggle_name
+    if on_kaggle.is_dir():
+        return str(on_kaggle)
+    return next((d for d in local if Path(d).is_dir()), local[0])
+
+
+OmegaConf.register_new_resolver("data_dir", data_dir, replace=True)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src.inputs.augment import elastic, random_affine
+from src.inputs.augment import elastic, random_affine, random_flip
 
 AUTOTUNE = tf.data.AUTOTUNE
 DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
@@ -49,6 +49,8 @@ def train_dataset(
             batch = random_affine(batch, cfg, batch_key)
             if cfg.get("elastic", 0.0):
                 batch = elastic(batch, cfg.elastic, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
+            if cfg.get("flip", False):
+                batch = random_flip(batch, tf.random.experimental.stateless_fold_in(batch_key, 2))
         return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
