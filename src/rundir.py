@@ -129,13 +129,19 @@ class FoldResult:
 
 @dataclass(frozen=True)
 class SubmissionFormat:
-    """What a competition expects of a submission: its two columns, the test ids in the order it
-    wants them (None: 1..N in the test file's order) and the label value of each class index
-    (None: the index itself, as in Digit Recognizer)."""
+    """What a competition expects of a submission: its two columns, the test images' ids in the
+    test file's order (None: 1..N), the order of the submission's rows as positions in the test file
+    (None: the file's order), and the label value of each class index (None: the index itself, as
+    in Digit Recognizer)."""
 
     columns: tuple[str, str] = ("ImageId", "Label")
     ids: tuple | None = None
     classes: tuple | None = None
+    order: tuple | None = None
+
+    def rows(self, n: int) -> np.ndarray:
+        """The test-file positions of the submission's rows."""
+        return np.asarray(self.order, np.int64) if self.order is not None else np.arange(n)
 
     def labels(self, indices: np.ndarray) -> np.ndarray:
         """The competition's labels for class indices."""
@@ -149,7 +155,8 @@ class SubmissionFormat:
         return [f"p{c}" for c in (self.classes if self.classes is not None else range(num_classes))]
 
     def to_dict(self) -> dict:
-        return {"columns": list(self.columns), "ids": _plain(self.ids), "classes": _plain(self.classes)}
+        return {"columns": list(self.columns), "ids": _plain(self.ids), "classes": _plain(self.classes),
+                "order": _plain(self.order)}
 
 
 def _plain(values) -> list | None:
@@ -179,9 +186,10 @@ def read_submission_format(run_dir: Path) -> SubmissionFormat:
         return SubmissionFormat()
     except (OSError, ValueError) as e:
         raise UserError(f"{path} cannot be read ({e}): restore it from a copy of the run dir") from None
-    ids, classes = record.get("ids"), record.get("classes")
-    return SubmissionFormat(tuple(record["columns"]), tuple(ids) if ids is not None else None,
-                            tuple(classes) if classes is not None else None)
+    def tupled(key):
+        return tuple(record[key]) if record.get(key) is not None else None
+
+    return SubmissionFormat(tuple(record["columns"]), tupled("ids"), tupled("classes"), tupled("order"))
 
 
 def probabilities(frame, leading: int) -> np.ndarray:

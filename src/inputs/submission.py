@@ -49,16 +49,16 @@ def _from_sample(path: Path, dataset: Dataset, classes: tuple | None) -> Submiss
     if len(frame) != n:
         raise UserError(f"sample submission {path} has {len(frame)} rows, but the test file has {n} images: {fix}")
     ids = frame.iloc[:, 0].to_numpy()
-    if dataset.test_ids is not None:
-        order = {str(v): i for i, v in enumerate(dataset.test_ids)}
-        unknown = [v for v in ids if str(v) not in order]
-        if unknown or len(set(map(str, ids))) != n:
-            what = f"id {unknown[0]!r} is not in" if unknown else "ids repeat, unlike"
-            raise UserError(f"sample submission {path}: {what} the test file's {dataset.id_column!r} column: {fix}")
-        if [order[str(v)] for v in ids] != list(range(n)):
-            raise UserError(f"sample submission {path} lists the test ids in another order than the test file: "
-                            "sort one like the other, or set data.sample_submission=null")
-    return SubmissionFormat((str(frame.columns[0]), str(frame.columns[1])), _ids(ids), classes)
+    columns = (str(frame.columns[0]), str(frame.columns[1]))
+    if dataset.test_ids is None:  # row i of the sample is test image i, as in Digit Recognizer
+        return SubmissionFormat(columns, _ids(ids), classes)
+    position = {str(v): i for i, v in enumerate(dataset.test_ids)}
+    unknown = [v for v in ids if str(v) not in position]
+    if unknown or len(set(map(str, ids))) != n:
+        what = f"id {unknown[0]!r} is not in" if unknown else "ids repeat, unlike"
+        raise UserError(f"sample submission {path}: {what} the test file's {dataset.id_column!r} column: {fix}")
+    order = [position[str(v)] for v in ids]
+    return SubmissionFormat(columns, _ids(dataset.test_ids), classes, None if order == list(range(n)) else tuple(order))
 
 
 def _ids(ids: np.ndarray) -> tuple | None:

@@ -123,10 +123,11 @@ def _provenance(run_dir: Path) -> dict:
 
 def make_submission(indices: np.ndarray, num_classes: int,
                     fmt: rundir.SubmissionFormat = rundir.SubmissionFormat()) -> pd.DataFrame:
-    """The submission for predicted class indices, in the competition's format (by default
-    `ImageId` 1..N and `Label`), checked before anything is written."""
+    """The submission for predicted class indices (in the test file's order), in the competition's
+    format (by default `ImageId` 1..N and `Label`), checked before anything is written."""
     id_column, label_column = fmt.columns
-    frame = pd.DataFrame({id_column: fmt.id_values(len(indices)), label_column: fmt.labels(indices)})
+    rows = fmt.rows(len(indices))
+    frame = pd.DataFrame({id_column: fmt.id_values(len(indices))[rows], label_column: fmt.labels(indices[rows])})
     check_submission(frame, len(indices), num_classes, fmt)
     return frame
 
@@ -142,7 +143,7 @@ def check_submission(frame: pd.DataFrame, n_test: int, num_classes: int,
         problems.append(f"{len(frame)} rows for {n_test} test images")
     else:
         id_column, label_column = fmt.columns
-        if not np.array_equal(frame[id_column].to_numpy(), fmt.id_values(n_test)):
+        if not np.array_equal(frame[id_column].astype(str).to_numpy(), fmt.id_values(n_test)[fmt.rows(n_test)].astype(str)):
             expected = "the expected ids" if fmt.ids is not None else "1..N"
             problems.append(f"{id_column} is not {expected} in order")
         allowed = set(fmt.labels(np.arange(num_classes)).tolist())
