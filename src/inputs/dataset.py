@@ -200,12 +200,12 @@ def _layout(frame: pd.DataFrame, path, role: str) -> tuple[str | None, str | Non
             raise UserError(f"{role} file {path}: pixel column {name!r} is out of order (column {names.index(name) + 1}): "
                             f"pixel columns must run pixel0, pixel1, ... or pixel1, pixel2, ... in order")
     others = [c for c in names if c != label and not PIXEL.fullmatch(c)]
-    if role == "train":
-        stray = [c for c in others if c.lower() not in ID_NAMES]
-        if stray:
-            raise UserError(f"train file {path}: column {stray[0]!r} is neither the label nor a pixel "
-                            "(pixel0.. or pixel1..): drop it, or rename it to `label` if it holds the labels")
-        return label, None, pixels  # an id column in train is not needed: ignored
+    if role == "train" and others:
+        if others[0].lower() in ID_NAMES:
+            raise UserError(f"train file {path} has an id column {others[0]!r}: training rows take no ids, "
+                            "only the label and the pixels: drop the column")
+        raise UserError(f"train file {path}: column {others[0]!r} is neither the label nor a pixel "
+                        "(pixel0.. or pixel1..): drop it, or rename it to `label` if it holds the labels")
     if len(others) > 1:
         raise UserError(f"test file {path} has {len(others)} columns that are neither pixels nor the label "
                         f"({_names(others[:4])}): a test file may have one, its ids")
