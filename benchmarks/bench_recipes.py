@@ -27,9 +27,9 @@ VARIANTS = {  # name: overrides on top of the defaults
     "cosine": ["schedule=cosine"],
     "cosine_lr2e-3": ["schedule=cosine", "optimizer.learning_rate=2e-3"],
     "cosine_ema": ["schedule=cosine", "optimizer.learning_rate=2e-3", "+optimizer.use_ema=true", "+optimizer.ema_momentum=0.99"],
-    "cosine_ema_ls": ["experiment=cnn_cosine_ema"],
-    "cosine_ema_ls_elastic": ["experiment=cnn_cosine_ema", "augment.elastic=34", "augment.elastic_sigma=4"],
-    "cosine_ema_ls_batch256": ["experiment=cnn_cosine_ema", "batch_size=256", "optimizer.learning_rate=3e-3"],
+    "cosine_ema_ls": ["experiment=cnn_cosine_ema", "label_smoothing=0.1"],
+    "cosine_ema_ls_elastic": ["experiment=cnn_cosine_ema", "label_smoothing=0.1", "augment.elastic=34", "augment.elastic_sigma=4"],
+    "cosine_ema_ls_batch256": ["experiment=cnn_cosine_ema", "label_smoothing=0.1", "batch_size=256", "optimizer.learning_rate=3e-3"],
 }
 
 

@@ -90,12 +90,12 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     jobs = resolve_jobs(cfg.jobs, len(wanted), strategy) if fold_job else 1
     if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
         run_dir = run_dir / f".{worker_id(strategy)}"
+        todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
     rundir.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
     ident = rundir.identity(cfg, dataset.digests, pseudo.record if pseudo else None)
     rows = {"train": len(dataset.y_train), "test": len(dataset.x_test)}
     if (run_dir / rundir.RUN).exists():  # a resume with other settings is refused before anything else
         rundir.claim(run_dir, ident, cfg, rows)
-    todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
     jobs = max(1, min(jobs, len(todo)))
     if pseudo:
         log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",

@@ -151,15 +151,14 @@ def _share_freed_cores(jobs: FoldJobs) -> None:
 
 def _worth_restarting(jobs: FoldJobs, k: int, threads: int, share: int) -> bool:
     """Whether fold k, going on with `share` threads instead of `threads`, saves more than its
-    job's restart costs: √ of the thread ratio is the speed-up measured here (2 threads: 1.41x).
-    A fold with no epoch done yet is judged by the other folds' epochs."""
+    job's restart costs. A fold with no epoch done yet is judged by the other folds' epochs."""
     rows = read_history(rundir.fold_dir(jobs.run_dir, k))
     seconds = [row["seconds"] for j in jobs.todo for row in read_history(rundir.fold_dir(jobs.run_dir, j))
                if row.get("seconds") == row.get("seconds") and row.get("seconds")]
     if not seconds:
         return True
     left = (jobs.epochs - (rows[-1]["epoch"] if rows else 0)) * float(np.median(seconds))
-    return left * (1 - (threads / share) ** 0.5) > RESTART_S
+    return left * (1 - budget.time_share(threads, share)) > RESTART_S
 
 
 def regroup_requested(fold_dir: Path) -> bool:

@@ -37,7 +37,7 @@ def test_plan_fills_the_limit_and_no_more():
                             schedule_epochs=45, cap=None)
     seconds = plan.seconds
     waves = 2 + math.sqrt(1 / 2)  # two full waves of 2 folds, then the fifth alone on freed cores
-    assert seconds["epoch"] == pytest.approx(1.03 * (250 * 128 / 1000 + 8000 / 4000) + 0.2, abs=0.01)
+    assert seconds["epoch"] == pytest.approx(budget.CONCURRENT * (250 * 128 / 1000 + 8000 / 4000) + 0.2, abs=0.01)
     estimate = 20.0 + waves * (seconds["fold"] + plan.epochs * seconds["epoch"]) + seconds["finish"]
     assert estimate == pytest.approx(seconds["total"], abs=0.5)
     assert estimate <= 1200 * (1 - budget.RESERVE)  # fits
