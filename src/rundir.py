@@ -86,6 +86,7 @@ AUTOENCODER_SCORE = "autoencoder.json"
 TENSORBOARD = "tensorboard"
 MLFLOW = "mlflow.json"
 EXPORT = "export"
+LABELS = "labels.json"  # in each export version, beside saved_model.pb: the label of each output, and the image shape
 
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").

@@ -24,10 +24,16 @@ from src.inputs import idx
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_HINT = (
-    "get the files with `python -m src.kaggle download data=<preset>` (pip install -e '.[kaggle]'), "
-    "point data.dir= (or data.train= / data.test=) at your files, or try the embedded sample with `data=sample`"
-)
+
+
+def download_hint(cfg: DictConfig) -> str:
+    """How to get a preset's missing files: its Kaggle source, data.dir, or the embedded sample."""
+    kaggle = cfg.get("kaggle") or {}
+    source = (f"the Kaggle competition {kaggle['competition']}" if kaggle.get("competition") else
+              f"the Kaggle data set {kaggle['dataset']}" if kaggle.get("dataset") else None)
+    fetch = (f"download them from {source} with `python -m src.download` and the same data= choice "
+             "(pip install -e '.[kaggle]'), " if source else "")
+    return f"{fetch}point data.dir= (or data.train= / data.test=) at your files, or try the embedded sample with `data=sample`"
 
 
 def data_dir(kaggle_name: str, *local: str) -> str:
@@ -92,6 +98,9 @@ def load(cfg: DictConfig) -> Dataset:
         from src.inputs.sample import ensure_sample
 
         ensure_sample(cfg.train, cfg.test, cfg.test_labels)
+    for role in ("train", "test"):
+        if not Path(cfg[role]).is_file():
+            raise UserError(f"{role} file {cfg[role]} not found: {download_hint(cfg)}")
     memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
     train = _read(cfg.train, "train", _configured_shape(cfg), memory)
     test = _read(cfg.test, "test", train.images.shape[1:], memory, train_path=cfg.train)
@@ -140,7 +149,7 @@ def _configured_shape(cfg: DictConfig) -> tuple[int, int, int] | None:
 def _read(path, role, shape, memory, train_path=None) -> Table:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{role} file {path} not found: {DOWNLOAD_HINT}")
+        raise UserError(f"{role} file {path} not found: give the path of a CSV file")
     if path.stat().st_size == 0:
         raise UserError(f"{role} file {path} is empty: replace it with the competition's {role}.csv")
     # path and train_path only word error messages, and errors are never cached: the key is the content
@@ -247,6 +256,10 @@ def _label_values(column: pd.Series, path, role: str, name: str) -> np.ndarray:
         row = int(np.argmax(missing))
         raise UserError(f"{role} file {path}: missing label at line {_line(row)}, column {name!r}: fill it in or drop the row")
     numeric = pd.to_numeric(column, errors="coerce")
+    if numeric.notna().any() and numeric.isna().any():  # a typo among numbers, not a text class
+        row = int(np.argmax(numeric.isna().to_numpy()))
+        raise UserError(f"{role} file {path}: non-numeric value {str(column.iloc[row]).strip()!r} at line {_line(row)}, "
+                        f"column {name!r} among numeric labels: correct it or drop the row (labels are all numbers or all text)")
     if numeric.notna().all():
         values = numeric.to_numpy(np.float64)
         whole = values == np.round(values)
@@ -281,8 +294,8 @@ def _encode(labels: np.ndarray, classes: np.ndarray, path, role: str, column: st
     unseen = classes[index] != labels
     if unseen.any():
         row = int(np.argmax(unseen))
-        shown = ", ".join(map(str, classes[:10])) + (", …" if len(classes) > 10 else "")
-        raise UserError(f"{role} file {path}: label {labels[row]!r} at line {_line(row)}, column {column!r} is not among "
+        shown = ", ".join(_shown(c) for c in classes[:10]) + (", …" if len(classes) > 10 else "")
+        raise UserError(f"{role} file {path}: label {_shown(labels[row])} at line {_line(row)}, column {column!r} is not among "
                         f"the training labels ({shown})")
     return index.astype(np.int64)
 
@@ -361,6 +374,12 @@ def _number(v) -> str:
     """A cell value as the user would write it: 256, 12.5, -1, inf (not np.float64(256.0))."""
     v = float(v)
     return str(int(v)) if v.is_integer() else repr(v)
+
+
+def _shown(label) -> str:
+    """A label as written in the file: 7, 'seven' (not np.int64(7))."""
+    label = label.item() if isinstance(label, np.generic) else label
+    return repr(label) if isinstance(label, str) else str(label)
 
 
 def _line(row: int) -> int:

@@ -27,9 +27,6 @@ from src.files import write_json
 
 log = logging.getLogger(__name__)
 
-LABELS = "labels.json"  # beside saved_model.pb: the label of each output, and the image shape it takes
-
-
 def load_folds(run_dir: Path) -> tuple[list[keras.Model], dict]:
     """Every fold's best model of a finished run, and the run's recorded config."""
     config = rundir.finished_config(run_dir)
@@ -79,7 +76,7 @@ def export(run_dir: Path, version: int | None = None) -> Path:
     classes = rundir.read_submission_format(run_dir).labels(np.arange(int(config["data"]["num_classes"])))
     try:
         archive.write_out(str(tmp), verbose=False)
-        write_json(tmp / LABELS, {"classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
+        write_json(tmp / rundir.LABELS, {"classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
                                   "image_shape": list(shape)})
         os.rename(tmp, target)
     finally:
