@@ -39,6 +39,7 @@ from src.files import write_json
 from src.inputs import dataset as data_mod
 from src.inputs import pseudo as pseudo_labels
 from src.inputs.folds import FoldData, fold_data, make_folds
+from src.inputs.submission import submission_format
 from src.models.inference import reconstruct
 from src.inputs import pipeline
 from src.results import ensemble, pictures, report, tracking
@@ -68,6 +69,8 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
     limit = budget.parse_duration(cfg.get("time_limit"))
     dataset = data_mod.load(cfg.data)
+    cfg.data.image_shape, cfg.data.num_classes = list(dataset.x_train.shape[1:]), dataset.num_classes  # as resolved
+    fmt = submission_format(cfg.data, dataset)
     pseudo = pseudo_labels.load(cfg.get("pseudo"), dataset.x_test, dataset.digests["test"], dataset.num_classes)
     folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
     wanted = select_folds(cfg.fold_index, len(folds))
@@ -100,6 +103,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     plan = _plan(cfg, run_dir, fold_data(dataset, folds, todo[0], pseudo), len(dataset.x_test), todo, strategy,
                  precision, jobs, limit, epochs_given) if limit and todo else None
     rundir.claim(run_dir, ident, cfg, rows)
+    rundir.write_submission_format(run_dir, fmt)
     if plan:
         plan = _record(run_dir, plan)
         cfg = budget.apply(plan, cfg)

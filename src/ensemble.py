@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from src import rundir
@@ -30,7 +31,8 @@ def main(cfg: DictConfig) -> float:
     labels = config["data"].get("test_labels")
     y_test = None
     if labels and Path(labels).is_file():
-        y_test = read_labels(labels, rows["test"], config["data"]["num_classes"])
+        classes = rundir.read_submission_format(run_dir).labels(np.arange(int(config["data"]["num_classes"])))
+        y_test = read_labels(labels, rows["test"], classes)
     ens, _ = build(run_dir, int(config["fold"]), rows["train"], y_test)
     log.info("results in %s\n%s", run_dir, summary(ens))
     return ens.metrics["cv_mean"]

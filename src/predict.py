@@ -1,8 +1,9 @@
 """`python -m src.predict run_dir=DIR input=FILE.csv output=OUT.csv`: a finished run's fold
 ensemble applied to new images in the competition's test format.
 
-Writes `ImageId,Label` (ImageId 1..N in the input's row order) and, with `probabilities=true`,
-the averaged class probabilities p0..p9 beside them. The input gets the same checks as training
+Writes the run's submission columns (`ImageId,Label` for Digit Recognizer): the input's own id
+column when it has one, else ids 1..N in its row order, and the run's labels; with
+`probabilities=true`, the averaged class probabilities p<label> beside them. The input gets the same checks as training
 data; an existing output file is refused unless `overwrite=true`.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from src import rundir
 from src.cli import command
 from src.errors import UserError
 from src.files import write_csv
@@ -39,11 +41,15 @@ def main(cfg: DictConfig) -> None:
     if output.exists() and not cfg.overwrite:
         raise UserError(f"{output} already exists: choose another output= or set overwrite=true")
     folds, recorded = load_folds(Path(cfg.run_dir))
-    images = read_test_format(cfg.input, OmegaConf.create(recorded["data"]))
-    probs = ensemble_predict(folds, images)
-    frame = make_submission(probs.argmax(1), probs.shape[1])
+    table = read_test_format(cfg.input, OmegaConf.create(recorded["data"]))
+    probs = ensemble_predict(folds, table.images)
+    run_fmt = rundir.read_submission_format(Path(cfg.run_dir))
+    columns = (table.id_column, run_fmt.columns[1]) if table.id_column else run_fmt.columns
+    ids = tuple(v.item() if isinstance(v, np.generic) else v for v in table.ids) if table.ids is not None else None
+    fmt = rundir.SubmissionFormat(columns, ids, run_fmt.classes)
+    frame = make_submission(probs.argmax(1), probs.shape[1], fmt)
     if cfg.probabilities:
-        frame = pd.concat([frame, pd.DataFrame(probs, columns=[f"p{c}" for c in range(probs.shape[1])])], axis=1)
+        frame = pd.concat([frame, pd.DataFrame(probs, columns=fmt.prob_columns(probs.shape[1]))], axis=1)
     write_csv(output, frame)
     log.info("%d predictions written to %s", len(frame), output)
 

@@ -18,9 +18,11 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
     fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
     fold_<k>/regroup       for a moment: the run asks fold k's job to go on with more threads
     .ensemble.lock         held while a process builds the ensemble and report
-    oof.csv                out-of-fold probabilities: row, label, fold, p0..p9
-    test_probs.csv         test probabilities averaged over folds: ImageId, p0..p9
-    submission.csv         ImageId,Label for Kaggle
+    submission_format.json what the competition expects of a submission: its columns, the test ids,
+                           the label value of each class (absent before 2026-11: ImageId,Label, 1..N, 0..K-1)
+    oof.csv                out-of-fold probabilities: row, label, fold, one column p<label> per class
+    test_probs.csv         test probabilities averaged over folds: the id column, p<label> per class
+    submission.csv         as the competition expects (by default ImageId,Label)
     metrics.json           each fold's accuracy, their mean, the whole OOF accuracy (written last)
     report.md, *.png       learning curves, test label counts, test digits, OOF confusion, worst errors
     autoencoder.png/.json  for a model with an autoencoder: reconstructions and their MSE
@@ -68,6 +70,7 @@ STATE = "state.json"
 LOCK = ".lock"
 REGROUP = "regroup"  # fold_<k>/regroup: the run asks fold k's job to go on with more threads
 ENSEMBLE_LOCK = ".ensemble.lock"
+SUBMISSION_FORMAT = "submission_format.json"
 OOF = "oof.csv"
 TEST_PROBS = "test_probs.csv"
 SUBMISSION = "submission.csv"
@@ -83,6 +86,7 @@ AUTOENCODER_SCORE = "autoencoder.json"
 TENSORBOARD = "tensorboard"
 MLFLOW = "mlflow.json"
 EXPORT = "export"
+LABELS = "labels.json"  # in each export version, beside saved_model.pb: the label of each output, and the image shape
 
 # Keys that cannot change a run's results: a resume or a fold job may differ in these.
 # The data paths are compared by content instead (run.json's "data").
@@ -90,6 +94,8 @@ VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
+    "data.sample_submission",  # compared by what it gives (submission_format.json)
+    "data.dir", "data.kaggle",
 )
 # Keys added to the config after run dirs were written, with the value that does what the code did
 # before them: a run dir recorded without the key matches a config that holds it at this value.
@@ -100,6 +106,8 @@ LATER_KEYS = {
     "augment.elastic": 0.0,
     "augment.elastic_sigma": 4.0,
     "pseudo.threshold": 0.99,
+    "augment.flip": False,
+    "data.flip": False,
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 
@@ -118,6 +126,77 @@ class FoldResult:
     seconds: float
     val_probs_plain: np.ndarray | None = None  # without test-time augmentation, when tta > 0
     precision: str | None = None  # the Keras dtype policy it trained under (not recorded before 2026-11)
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    """What a competition expects of a submission: its two columns, the test images' ids in the
+    test file's order (None: 1..N), the order of the submission's rows as positions in the test file
+    (None: the file's order), and the label value of each class index (None: the index itself, as
+    in Digit Recognizer)."""
+
+    columns: tuple[str, str] = ("ImageId", "Label")
+    ids: tuple | None = None
+    classes: tuple | None = None
+    order: tuple | None = None
+
+    def rows(self, n: int) -> np.ndarray:
+        """The test-file positions of the submission's rows."""
+        return np.asarray(self.order, np.int64) if self.order is not None else np.arange(n)
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        """The competition's labels for class indices."""
+        return np.asarray(self.classes, dtype=object)[indices] if self.classes is not None else np.asarray(indices, np.int64)
+
+    def id_values(self, n: int) -> np.ndarray:
+        return np.asarray(self.ids) if self.ids is not None else np.arange(1, n + 1)
+
+    def prob_columns(self, num_classes: int) -> list[str]:
+        """The probability columns of oof.csv and test_probs.csv: p<label> per class."""
+        return [f"p{c}" for c in (self.classes if self.classes is not None else range(num_classes))]
+
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "ids": _plain(self.ids), "classes": _plain(self.classes),
+                "order": _plain(self.order)}
+
+
+def _plain(values) -> list | None:
+    """numpy scalars as JSON numbers and strings."""
+    if values is None:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def write_submission_format(run_dir: Path, fmt: SubmissionFormat) -> None:
+    """Record the run's submission format once; UserError when the run dir recorded another
+    (another sample submission, or test ids, than the run was started with)."""
+    write_once(Path(run_dir) / SUBMISSION_FORMAT, fmt.to_dict())
+    recorded = read_submission_format(run_dir)
+    if recorded != fmt:
+        raise UserError(f"{run_dir} writes its submission as {list(recorded.columns)} with other ids or classes than "
+                        f"the data given now ({list(fmt.columns)}): resume it with its own data.test and sample submission, "
+                        "or choose another hydra.run.dir")
+
+
+def read_submission_format(run_dir: Path) -> SubmissionFormat:
+    """The run's submission format; Digit Recognizer's for run dirs written before it was recorded."""
+    path = Path(run_dir) / SUBMISSION_FORMAT
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return SubmissionFormat()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({e}): restore it from a copy of the run dir") from None
+    def tupled(key):
+        return tuple(record[key]) if record.get(key) is not None else None
+
+    return SubmissionFormat(tuple(record["columns"]), tupled("ids"), tupled("classes"), tupled("order"))
+
+
+def probabilities(frame, leading: int) -> np.ndarray:
+    """The probability columns of an oof.csv (leading=3: row, label, fold) or test_probs.csv
+    (leading=1: the id column) as an array, whatever the classes are called."""
+    return frame.iloc[:, leading:].to_numpy(np.float64)
 
 
 def read_record(run_dir: Path) -> dict:

@@ -73,3 +73,9 @@ def _bilinear(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     top = at(r0, c0) * (1 - dc) + at(r0, c0 + 1) * dc
     bottom = at(r0 + 1, c0) * (1 - dc) + at(r0 + 1, c0 + 1) * dc
     return top * (1 - dr) + bottom * dr
+
+
+def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror each image of a batch (N, H, W, C) left to right with probability 1/2."""
+    flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src.inputs.augment import elastic, random_affine
+from src.inputs.augment import elastic, random_affine, random_flip
 
 AUTOTUNE = tf.data.AUTOTUNE
 DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
@@ -42,13 +42,18 @@ def train_dataset(
         batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
         return tf.data.Dataset.from_tensor_slices(batches).enumerate().map(lambda i, idx: (epoch, i, idx))
 
+    # resolved here, not in the traced function: AutoGraph would try to convert OmegaConf's resolvers
+    warp, flip = float(cfg.get("elastic", 0.0)), bool(cfg.get("flip", False))
+
     def prepare(epoch, i, idx):
         batch = tf.cast(tf.gather(images, idx), tf.float32)
         if cfg.enabled:
             batch_key = tf.random.experimental.stateless_fold_in(key(epoch), i)
             batch = random_affine(batch, cfg, batch_key)
-            if cfg.get("elastic", 0.0):
-                batch = elastic(batch, cfg.elastic, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
+            if warp:
+                batch = elastic(batch, warp, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
+            if flip:
+                batch = random_flip(batch, tf.random.experimental.stateless_fold_in(batch_key, 2))
         return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)

@@ -43,7 +43,7 @@ def load(cfg: DictConfig, x_test: np.ndarray, test_digest: str, num_classes: int
                         "pseudo-labels need the run's own test set")
     path = source / rundir.TEST_PROBS
     try:
-        probs = pd.read_csv(path).filter(regex=r"^p\d+$").to_numpy(np.float64)
+        probs = rundir.probabilities(pd.read_csv(path), 1)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path} ({e}): rebuild it with `python -m src.ensemble run_dir={source}`") from None
     if probs.shape != (len(x_test), num_classes):

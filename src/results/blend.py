@@ -66,9 +66,14 @@ def blend(run_dirs: list[Path], weights: str) -> tuple[Ensemble, dict]:
         if not run["oof"]["row"].equals(first["oof"]["row"]) or len(run["test"]) != len(first["test"]):
             raise UserError(f"{run['dir']} has other out-of-fold rows or test rows than {first['dir']}")
     same_folds = all(r["oof"]["fold"].equals(first["oof"]["fold"]) for r in runs)
-    labels = first["oof"]["label"].to_numpy()
-    oof = [r["oof"].filter(regex=r"^p\d+$").to_numpy() for r in runs]
-    test = [r["test"].filter(regex=r"^p\d+$").to_numpy() for r in runs]
+    fmt = rundir.read_submission_format(first["dir"])
+    if any(rundir.read_submission_format(r["dir"]) != fmt for r in runs[1:]):
+        raise UserError(f"the runs write different submissions (columns, ids or classes) than {first['dir']}: blend runs of one competition")
+    oof = [rundir.probabilities(r["oof"], 3) for r in runs]
+    test = [rundir.probabilities(r["test"], 1) for r in runs]
+    names = [str(v) for v in fmt.labels(np.arange(oof[0].shape[1]))]
+    index = {name: k for k, name in enumerate(names)}
+    labels = np.array([index[str(v)] for v in first["oof"]["label"]], np.int64)
     if weights == "oof":
         if not same_folds:
             different = [str(r["dir"]) for r in runs if not r["oof"]["fold"].equals(first["oof"]["fold"])]
@@ -95,7 +100,7 @@ def blend(run_dirs: list[Path], weights: str) -> tuple[Ensemble, dict]:
                "folds": [], "folds_missing": [], "complete": True, "oof_accuracy": accuracy,
                "cv_mean": accuracy, "cv_std": 0.0, "oof_rows": int(len(rows))}
     ens = Ensemble(oof_full, fold, label, test_blend,
-                   make_submission(test_blend.argmax(1), test_blend.shape[1]), metrics)
+                   make_submission(test_blend.argmax(1), test_blend.shape[1], fmt), metrics, fmt)
     return ens, metrics
 
 

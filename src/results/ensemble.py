@@ -32,12 +32,15 @@ class Ensemble:
     test_probs: np.ndarray  # (M, classes), mean over folds
     submission: pd.DataFrame
     metrics: dict
+    fmt: rundir.SubmissionFormat = rundir.SubmissionFormat()
 
 
-def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = None, missing: list[int] = ()) -> Ensemble:
+def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = None, missing: list[int] = (),
+            fmt: rundir.SubmissionFormat = rundir.SubmissionFormat()) -> Ensemble:
     """Average the folds' test probabilities and gather their validation predictions.
 
     `missing` names folds of the run that are not complete yet: the ensemble is then partial.
+    `y_test` holds class indices; the submission is written in `fmt`.
     """
     classes = folds[0].test_probs.shape[1]
     oof = np.full((n_train, classes), np.nan, np.float32)
@@ -48,7 +51,7 @@ def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = N
         oof_fold[f.val_index] = f.fold
         oof_label[f.val_index] = f.val_labels
     test_probs = np.mean([f.test_probs for f in folds], axis=0)
-    submission = make_submission(test_probs.argmax(1), classes)
+    submission = make_submission(test_probs.argmax(1), classes, fmt)
     covered = oof_fold >= 0
     scores = [f.accuracy for f in folds]
     metrics = {
@@ -70,8 +73,8 @@ def combine(folds: list[FoldResult], n_train: int, y_test: np.ndarray | None = N
             plain[f.val_index] = f.val_probs_plain
         metrics["oof_accuracy_plain"] = float(np.mean(plain[covered].argmax(1) == oof_label[covered]))
     if y_test is not None:
-        metrics["test_accuracy"] = float(np.mean(submission["Label"].to_numpy() == y_test))
-    return Ensemble(oof, oof_fold, oof_label, test_probs, submission, metrics)
+        metrics["test_accuracy"] = float(np.mean(test_probs.argmax(1) == y_test))
+    return Ensemble(oof, oof_fold, oof_label, test_probs, submission, metrics, fmt)
 
 
 def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = None) -> tuple[Ensemble, bool]:
@@ -87,7 +90,7 @@ def build(run_dir: Path, folds: int, n_train: int, y_test: np.ndarray | None = N
         (results.append(result) if result is not None else missing.append(k))
     if not results:
         raise UserError(f"no fold of {run_dir} is complete yet: train some with `python -m src.cv hydra.run.dir={run_dir}`")
-    ens = combine(results, n_train, y_test, missing)
+    ens = combine(results, n_train, y_test, missing, rundir.read_submission_format(run_dir))
     ens.metrics.update(_provenance(run_dir))
     if rundir.read_metrics(run_dir) == json.loads(json.dumps(ens.metrics)):
         log.info("%s already holds this ensemble of %d fold(s): results left as they are", run_dir, len(results))
@@ -118,28 +121,36 @@ def _provenance(run_dir: Path) -> dict:
     return found
 
 
-def make_submission(labels: np.ndarray, num_classes: int) -> pd.DataFrame:
-    """`ImageId` 1..N and `Label`, checked before anything is written."""
-    frame = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels.astype(np.int64)})
-    check_submission(frame, len(labels), num_classes)
+def make_submission(indices: np.ndarray, num_classes: int,
+                    fmt: rundir.SubmissionFormat = rundir.SubmissionFormat()) -> pd.DataFrame:
+    """The submission for predicted class indices (in the test file's order), in the competition's
+    format (by default `ImageId` 1..N and `Label`), checked before anything is written."""
+    id_column, label_column = fmt.columns
+    rows = fmt.rows(len(indices))
+    frame = pd.DataFrame({id_column: fmt.id_values(len(indices))[rows], label_column: fmt.labels(indices[rows])})
+    check_submission(frame, len(indices), num_classes, fmt)
     return frame
 
 
-def check_submission(frame: pd.DataFrame, n_test: int, num_classes: int) -> None:
-    """Raise if a submission is not `ImageId,Label` with ids 1..n_test and labels in range."""
+def check_submission(frame: pd.DataFrame, n_test: int, num_classes: int,
+                     fmt: rundir.SubmissionFormat = rundir.SubmissionFormat()) -> None:
+    """Raise if a submission does not have `fmt`'s columns, its ids in order (1..n_test by
+    default) and labels among the classes."""
     problems = []
-    if list(frame.columns) != ["ImageId", "Label"]:
-        problems.append(f"columns are {list(frame.columns)}, expected ['ImageId', 'Label']")
+    if tuple(frame.columns) != tuple(fmt.columns):
+        problems.append(f"columns are {list(frame.columns)}, expected {list(fmt.columns)}")
     elif len(frame) != n_test:
         problems.append(f"{len(frame)} rows for {n_test} test images")
     else:
-        if not np.array_equal(frame["ImageId"].to_numpy(), np.arange(1, n_test + 1)):
-            problems.append("ImageId is not 1..N in order")
-        labels = frame["Label"].to_numpy()
-        if labels.min() < 0 or labels.max() >= num_classes:
-            problems.append(f"labels outside 0..{num_classes - 1}")
+        id_column, label_column = fmt.columns
+        if not np.array_equal(frame[id_column].astype(str).to_numpy(), fmt.id_values(n_test)[fmt.rows(n_test)].astype(str)):
+            expected = "the expected ids" if fmt.ids is not None else "1..N"
+            problems.append(f"{id_column} is not {expected} in order")
+        allowed = set(fmt.labels(np.arange(num_classes)).tolist())
+        if not set(frame[label_column].tolist()) <= allowed:
+            problems.append(f"labels outside the {num_classes} classes")
     if problems:
-        raise RuntimeError("invalid submission: " + "; ".join(problems))
+        raise ValueError("submission check failed: " + "; ".join(problems))
 
 
 def write(run_dir: Path, ens: Ensemble) -> None:
@@ -148,16 +159,17 @@ def write(run_dir: Path, ens: Ensemble) -> None:
     oof.csv holds the training rows that are in a complete fold's validation rows (all of them
     for a finished K-fold run).
     """
-    classes = ens.test_probs.shape[1]
-    prob_cols = [f"p{c}" for c in range(classes)]
+    fmt = ens.fmt
+    rundir.write_submission_format(run_dir, fmt)  # a blend's dir gets it here; a run has it from src.cv
+    prob_cols = fmt.prob_columns(ens.test_probs.shape[1])
     rows = np.flatnonzero(ens.oof_fold >= 0)
     oof = pd.DataFrame(ens.oof_probs[rows], columns=prob_cols)
     oof.insert(0, "row", rows)
-    oof.insert(1, "label", ens.oof_label[rows])
+    oof.insert(1, "label", fmt.labels(ens.oof_label[rows]))
     oof.insert(2, "fold", ens.oof_fold[rows])
     write_csv(run_dir / rundir.OOF, oof)
     test = pd.DataFrame(ens.test_probs, columns=prob_cols)
-    test.insert(0, "ImageId", np.arange(1, len(test) + 1))
+    test.insert(0, fmt.columns[0], fmt.id_values(len(test)))
     write_csv(run_dir / rundir.TEST_PROBS, test)
     write_csv(run_dir / rundir.SUBMISSION, ens.submission)
     write_json(run_dir / rundir.METRICS, ens.metrics)

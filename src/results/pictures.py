@@ -27,12 +27,13 @@ def curves(histories: dict[int, pd.DataFrame], metric: str, path: Path) -> None:
     _save(fig, path)
 
 
-def label_counts(labels: np.ndarray, num_classes: int, path: Path) -> None:
-    counts = np.bincount(labels, minlength=num_classes)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(range(num_classes), counts)
-    ax.set(xticks=range(num_classes), xlabel="predicted label", ylabel="test images",
-           title=f"predicted labels on the {len(labels):,} test images")
+def label_counts(labels: np.ndarray, names: list[str], path: Path) -> None:
+    """How often each class (index into `names`) is predicted."""
+    counts = np.bincount(labels, minlength=len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(names)), 3.5))
+    ax.bar(range(len(names)), counts)
+    ax.set(xlabel="predicted label", ylabel="test images", title=f"predicted labels on the {len(labels):,} test images")
+    ax.set_xticks(range(len(names)), names, rotation=90 if max(map(len, names)) > 3 else 0, fontsize=7)
     _save(fig, path)
 
 
@@ -57,14 +58,17 @@ def digit_grid(images: np.ndarray, titles: list[str], columns: int, path: Path, 
     _save(fig, path)
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
-    matrix = confusion_matrix(y_true, y_pred, labels=range(num_classes))
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], path: Path) -> np.ndarray:
+    """The confusion matrix of class indices, rows true, columns predicted, labelled by `names`."""
+    k = len(names)
+    matrix = confusion_matrix(y_true, y_pred, labels=range(k))
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.3 * k), max(5, 0.3 * k)))
     ax.imshow(np.log1p(matrix), cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         ax.text(j, i, str(n), ha="center", va="center", fontsize=6, color="white" if i == j else "black")
-    ax.set(xticks=range(num_classes), yticks=range(num_classes), xlabel="predicted", ylabel="true",
-           title=f"out-of-fold confusion ({len(y_true):,} rows)")
+    ax.set(xlabel="predicted", ylabel="true", title=f"out-of-fold confusion ({len(y_true):,} rows)")
+    ax.set_xticks(range(k), names, rotation=90 if max(map(len, names)) > 3 else 0, fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
     _save(fig, path)
     return matrix
 

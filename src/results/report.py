@@ -25,10 +25,11 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
     metrics = rundir.read_metrics(run_dir)
     if metrics is None:
         raise UserError(f"{run_dir} has no {rundir.METRICS}: the run is not finished (python -m src.ensemble run_dir={run_dir})")
+    fmt = rundir.read_submission_format(run_dir)
     oof = pd.read_csv(run_dir / rundir.OOF)
-    probs = oof.filter(regex=r"^p\d+$").to_numpy()
-    num_classes = probs.shape[1]
-    submission = pd.read_csv(run_dir / rundir.SUBMISSION)
+    probs = rundir.probabilities(oof, 3)
+    test_predicted = rundir.probabilities(pd.read_csv(run_dir / rundir.TEST_PROBS), 1).argmax(1)
+    names = [str(v) for v in fmt.labels(np.arange(probs.shape[1]))]
 
     histories = {}
     for f in metrics["folds"]:
@@ -37,17 +38,18 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
             histories[f["fold"]] = pd.read_csv(path)
     for metric in ("loss", "accuracy"):
         pictures.curves(histories, metric, run_dir / rundir.CURVES.format(metric=metric))
-    pictures.label_counts(submission["Label"].to_numpy(), num_classes, run_dir / rundir.LABEL_COUNTS)
+    pictures.label_counts(test_predicted, names, run_dir / rundir.LABEL_COUNTS)
     shown = min(50, len(x_test))
-    pictures.digit_grid(x_test[:shown], [f"{label}" for label in submission["Label"][:shown]], 10,
-                        run_dir / rundir.TEST_SAMPLES, f"the first {shown} test digits and their predicted labels")
+    pictures.digit_grid(x_test[:shown], [names[k] for k in test_predicted[:shown]], 10,
+                        run_dir / rundir.TEST_SAMPLES, f"the first {shown} test images and their predicted labels")
     predicted = probs.argmax(1)
-    truth = oof["label"].to_numpy()
-    pictures.confusion(truth, predicted, num_classes, run_dir / rundir.CONFUSION)
+    index = {name: k for k, name in enumerate(names)}
+    truth = np.array([index[str(v)] for v in oof["label"]], np.int64)
+    pictures.confusion(truth, predicted, names, run_dir / rundir.CONFUSION)
     wrong = np.flatnonzero(predicted != truth)
     worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:30]
     pictures.digit_grid(x_train[oof["row"].to_numpy()[worst]],
-                        [f"true {truth[i]} → {predicted[i]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
+                        [f"true {names[truth[i]]} → {names[predicted[i]]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "",

@@ -15,6 +15,7 @@ wait together go through the model in one call (one model thread; the event loop
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
@@ -53,6 +54,10 @@ class Served:
     version: str = ""
     folds: int | None = None
     path: str = ""
+    labels: list | None = None  # the competition's label of each output (labels.json); None: 0..classes-1
+
+    def label(self, k: int):
+        return self.labels[k] if self.labels else k
 
 
 def finished_config(run_dir: Path) -> dict:
@@ -100,7 +105,9 @@ def load_export(path: Path) -> Served:
         folds = int(rundir.read_record(path.parent.parent)["resolved_config"]["fold"])
     except (UserError, KeyError, TypeError, ValueError):  # an export moved out of its run dir
         folds = None
-    return Served(predict, int(pixels_spec.shape[-1]), int(output_spec.shape[-1]), path.name, folds, str(path))
+    labels_file = path / rundir.LABELS  # exports written before the labels were recorded have none: 0..K-1
+    labels = json.loads(labels_file.read_text())["classes"] if labels_file.is_file() else None
+    return Served(predict, int(pixels_spec.shape[-1]), int(output_spec.shape[-1]), path.name, folds, str(path), labels)
 
 
 class Batcher:
@@ -234,7 +241,7 @@ def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "version": served.version, "folds": served.folds, "pixels": served.pixels,
-                "classes": served.classes, "model": served.path}
+                "classes": served.classes, "labels": [served.label(k) for k in range(served.classes)], "model": served.path}
 
     @app.post("/predict")
     async def predict(body: PixelsIn) -> JSONResponse:
@@ -245,7 +252,7 @@ def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16
         if bad is not None:
             return error(422, f"pixels[{bad}]: {pixels[bad]} is outside 0-255")
         probs = await asyncio.wrap_future(batcher.submit(np.asarray(pixels, np.float32)))
-        return JSONResponse({"label": int(probs.argmax()), "probabilities": [float(p) for p in probs]})
+        return JSONResponse({"label": served.label(int(probs.argmax())), "probabilities": [float(p) for p in probs]})
 
     app.add_middleware(BodyLimit, limit=max_body)
     return app

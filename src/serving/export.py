@@ -2,7 +2,7 @@
 
 Writes `DIR/export/<version>/` (version = the next integer, as TensorFlow Serving expects), with
 two endpoints, both taking raw 0-255 pixels and returning the class probabilities averaged over
-the folds:
+the folds (`labels.json` beside them names the label of each output):
 
     serve          (serving_default)  float32 [N, H*W*C]: rows of a competition CSV
     serve_images                      float32 [N, H, W, C]
@@ -17,14 +17,15 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from src import models  # noqa: F401  (registers the custom layers the fold models use)
 from src import rundir
 from src.errors import UserError
+from src.files import write_json
 
 log = logging.getLogger(__name__)
-
 
 def load_folds(run_dir: Path) -> tuple[list[keras.Model], dict]:
     """Every fold's best model of a finished run, and the run's recorded config."""
@@ -72,8 +73,11 @@ def export(run_dir: Path, version: int | None = None) -> Path:
     tmp = root / f".{version}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
+    classes = rundir.read_submission_format(run_dir).labels(np.arange(int(config["data"]["num_classes"])))
     try:
         archive.write_out(str(tmp), verbose=False)
+        write_json(tmp / rundir.LABELS, {"classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
+                                  "image_shape": list(shape)})
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -117,8 +117,10 @@ def test_good_files_load_as_uint8_images_and_int64_labels(files, digits):
     assert ds.x_train.shape == (N_TRAIN, 28, 28, 1) and ds.x_train.dtype == np.uint8
     assert ds.x_test.shape == (N_TEST, 28, 28, 1) and ds.x_test.dtype == np.uint8
     assert ds.y_train.shape == (N_TRAIN,) and ds.y_train.dtype == np.int64
-    assert ds.y_test is None and ds.num_classes == 10
-    np.testing.assert_array_equal(ds.y_train, digits[1][:N_TRAIN])
+    # the classes are the training labels' distinct values (this sample lacks some digits)
+    np.testing.assert_array_equal(ds.classes, np.unique(digits[1][:N_TRAIN]))
+    assert ds.y_test is None and ds.num_classes == len(ds.classes)
+    np.testing.assert_array_equal(ds.classes[ds.y_train], digits[1][:N_TRAIN])
     np.testing.assert_array_equal(ds.x_train.reshape(N_TRAIN, -1), digits[0][:N_TRAIN])
     np.testing.assert_array_equal(ds.x_test.reshape(N_TEST, -1), digits[0][N_TRAIN:])
 
@@ -126,7 +128,7 @@ def test_good_files_load_as_uint8_images_and_int64_labels(files, digits):
 def test_test_labels_are_read(files, digits):
     labels = pd.DataFrame({"ImageId": np.arange(1, N_TEST + 1), "Label": digits[1][N_TRAIN:]})
     path = files.write(files.root / "labels.csv", labels)
-    ds = data.load(files.cfg(f"data.test_labels={path}"))
+    ds = data.load(files.cfg(f"data.test_labels={path}", "data.num_classes=10"))  # the 30 training rows lack a 2
     assert ds.y_test.dtype == np.int64
     np.testing.assert_array_equal(ds.y_test, digits[1][N_TRAIN:])
 
@@ -175,7 +177,8 @@ def test_embedded_sample_is_written_and_loads(tmp_path):
 def test_missing_file_says_how_to_get_it(files, role):
     missing = files.root / f"no_{role}.csv"
     cfg = files.cfg(**{role: missing})
-    refused(cfg, f"{role} file {missing} not found", "kaggle competitions download -c digit-recognizer -p data", "data=sample")
+    refused(cfg, f"{role} file {missing} not found", "the Kaggle competition digit-recognizer", "python -m src.download",
+            "data.dir=", "data=sample")
 
 
 @pytest.mark.parametrize("role", ["train", "test"])
@@ -223,21 +226,20 @@ def test_semicolon_separated_file(files, train):
 
 def test_train_with_700_pixel_columns(files, train):
     files.write(files.train, train.iloc[:, : 1 + 700])
-    refused(files.cfg(), f"train file {files.train} has 701 columns", "expected label + 784 pixel columns",
-            "set data.image_shape", "[28, 28, 1]")
+    refused(files.cfg(), f"train file {files.train} has 700 pixel columns", "not a square gray image",
+            "set data.image_shape=[height,width,channels]")
 
 
 def test_test_with_an_extra_785th_pixel_column(files, test):
     wide = test.assign(pixel784=0)
     files.write(files.test, wide)
-    refused(files.cfg(), f"test file {files.test} has 785 columns", "expected 784 pixel columns",
-            f"train file {files.train} has 784", "same image size")
+    refused(files.cfg(), f"test file {files.test} has 785 pixel columns", f"train file {files.train} has 784 ([28, 28, 1])",
+            "same image size")
 
 
 def test_train_and_test_with_different_pixel_counts(files, test):
     files.write(files.test, test.iloc[:, :783])
-    refused(files.cfg(), f"test file {files.test} has 783 columns", "expected 784 pixel columns",
-            f"train file {files.train} has 784")
+    refused(files.cfg(), f"test file {files.test} has 783 pixel columns", f"train file {files.train} has 784")
 
 
 def test_train_without_label_column(files, test):
@@ -276,7 +278,7 @@ def test_empty_cell_names_line_and_column(files, train, test):
     lines = csv_lines(train)
     lines[7] = set_cell(lines[7], 0, "")  # file line 8, the label
     files.write(files.train, joined(lines))
-    refused(files.cfg(), f"train file {files.train}: missing value at line 8, column 'label'")
+    refused(files.cfg(), f"train file {files.train}: missing label at line 8, column 'label'", "fill it in or drop the row")
 
 
 def test_row_with_a_missing_field_names_line_and_column(files, test):
@@ -306,13 +308,13 @@ def test_unclosed_quote_names_its_line(files, train):
 # ---------------------------------------------------------------- bad values
 
 
-@pytest.mark.parametrize("column, where", [(301, "'pixel300'"), (0, "'label'")])
-def test_non_numeric_cell_names_line_and_column(files, train, column, where):
+@pytest.mark.parametrize("column, where, fix", [(301, "'pixel300'", "every cell must be a number"),
+                                               (0, "'label'", "labels are all numbers or all text")])
+def test_non_numeric_cell_names_line_and_column(files, train, column, where, fix):
     lines = csv_lines(train)
     lines[8] = set_cell(lines[8], column, "abc")  # file line 9
     files.write(files.train, joined(lines))
-    refused(files.cfg(), f"train file {files.train}: non-numeric value 'abc' at line 9, column {where}",
-            "every cell must be a number")
+    refused(files.cfg(), f"train file {files.train}: non-numeric value 'abc' at line 9, column {where}", fix)
 
 
 @pytest.mark.parametrize("value", ["256", "-1", "12.5"])
@@ -332,12 +334,14 @@ def test_bad_pixel_in_test_file(files, test):
 
 
 @pytest.mark.parametrize("value", ["10", "-1", "3.5"])
-def test_label_outside_0_9_or_not_an_integer(files, train, value):
+def test_label_outside_num_classes_or_not_an_integer(files, train, value):
     lines = csv_lines(train)
     lines[1] = set_cell(lines[1], 0, value)  # file line 2, the first row
     files.write(files.train, joined(lines))
-    refused(files.cfg(), f"train file {files.train}: label {value} at line 2, column 'label'",
-            "is not an integer in 0..9", "correct it or drop the row")
+    refused(files.cfg("data.num_classes=10"), f"train file {files.train}: label {value} at line 2, column 'label'",
+            "is not an integer", "correct it or drop the row")
+    if value != "3.5":  # without num_classes, any integer is a class
+        assert value in [str(c) for c in data.load(files.cfg()).classes]
 
 
 def test_num_classes_bounds_the_labels(files):
@@ -375,7 +379,8 @@ def test_test_labels_missing_empty_or_out_of_range(files, digits):
     labels = pd.DataFrame({"ImageId": range(1, N_TEST + 1), "Label": digits[1][N_TRAIN:]})
     labels.loc[4, "Label"] = 11  # file line 6
     path = files.write(files.root / "labels.csv", labels)
-    refused(files.cfg(f"data.test_labels={path}"), f"test labels file {path}: label 11 at line 6, column 'Label'", "0..9")
+    refused(files.cfg(f"data.test_labels={path}", "data.num_classes=10"), f"test labels file {path}: label 11 at line 6, column 'Label'",
+            "is not an integer in 0..9")
 
 
 # ---------------------------------------------------------------- the parse cache
@@ -444,6 +449,6 @@ def test_cli_refuses_a_missing_file_in_one_line_and_leaves_no_run_dir(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     assert errors[0].startswith(f"error: train file {missing} not found")
-    assert "kaggle competitions download -c digit-recognizer -p data" in errors[0] and "data=sample" in errors[0]
+    assert "python -m src.download" in errors[0] and "data=sample" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()

@@ -36,9 +36,9 @@ def test_partial_ensemble_names_missing_folds():
 def test_submission_check_rejects_bad_frames():
     good = make_submission(np.array([1, 2, 3]), 10)
     check_submission(good, 3, 10)
-    with pytest.raises(RuntimeError, match="rows"):
+    with pytest.raises(ValueError, match="rows"):
         check_submission(good, 4, 10)
-    with pytest.raises(RuntimeError, match="ImageId"):
+    with pytest.raises(ValueError, match="ImageId"):
         check_submission(pd.DataFrame({"ImageId": [0, 1, 2], "Label": [1, 2, 3]}), 3, 10)
-    with pytest.raises(RuntimeError, match="labels outside"):
+    with pytest.raises(ValueError, match="labels outside"):
         check_submission(pd.DataFrame({"ImageId": [1, 2, 3], "Label": [1, 2, 10]}), 3, 10)

@@ -1,0 +1,26 @@
+"""The official `kaggle` package, behind the `[kaggle]` extra: an authenticated client, or one line
+saying what is missing."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+from src.errors import UserError
+
+CREDENTIALS = ("no Kaggle credentials: set KAGGLE_API_TOKEN to a token from https://www.kaggle.com/settings/api, "
+               "or save it to ~/.kaggle/access_token (or a kaggle.json with username and key in ~/.kaggle/)")
+
+
+def client():
+    """An authenticated `kaggle.api.kaggle_api_extended.KaggleApi`."""
+    with contextlib.redirect_stdout(io.StringIO()):  # importing kaggle tries to log in and prints its help
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except ImportError:
+            raise UserError("the Kaggle commands need the official kaggle package: pip install -e '.[kaggle]'") from None
+        api = KaggleApi()
+        try:
+            api.authenticate()
+        except SystemExit:
+            raise UserError(CREDENTIALS) from None
+    return api
