@@ -40,7 +40,8 @@ def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(a
         tar.extractall(code_dir, filter="data")
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
-    old_args = [a for a in args if not a.startswith("jobs=")]  # a key the old code did not have
+    knows_jobs = "\njobs:" in (code_dir / "conf" / "config.yaml").read_text()
+    old_args = args if knows_jobs else [a for a in args if not a.startswith("jobs=")]  # jobs=1: the kill prelude is in-process
     old = run_old_cv(code_dir, old_args, KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2))
     assert old.returncode == -9, f"the old code was to be killed mid-fold:\n{old.stderr[-3000:]}"
     assert json.loads((run_dir / "fold_1" / "train" / "state.json").read_text())["epoch"] == 1
