@@ -164,3 +164,16 @@ def test_bad_layouts_are_refused_naming_what_to_fix(case, message, digits, tmp_p
     assert message in str(e.value) and "\n" not in str(e.value)
     if case == "unseen_test_label":
         assert "line 7" in str(e.value)  # the sixth row, after the header
+
+
+def test_a_preset_finds_its_folder_on_kaggle_then_in_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data_mod, "KAGGLE_INPUT", tmp_path / "kaggle" / "input")
+    assert compose_config(["data=kannada_mnist"]).data.dir == "data/kannada_mnist"  # neither exists: the local one
+    (tmp_path / "data" / "kannada_mnist").mkdir(parents=True)
+    assert compose_config(["data=kannada_mnist"]).data.dir == "data/kannada_mnist"
+    mounted = tmp_path / "kaggle" / "input" / "Kannada-MNIST"
+    mounted.mkdir(parents=True)
+    cfg = compose_config(["data=kannada_mnist"]).data
+    assert cfg.dir == str(mounted) and cfg.train == f"{mounted}/train.csv"
+    assert compose_config(["data=kannada_mnist", "data.dir=elsewhere"]).data.test == "elsewhere/test.csv"

@@ -25,6 +25,8 @@ from src.inputs import idx
 log = logging.getLogger(__name__)
 
 
+KAGGLE_INPUT = Path("/kaggle/input")  # where a Kaggle notebook mounts competitions and data sets
+
 
 def download_hint(cfg: DictConfig) -> str:
     """How to get a preset's missing files: its Kaggle source, data.dir, or the embedded sample."""
@@ -39,7 +41,7 @@ def download_hint(cfg: DictConfig) -> str:
 def data_dir(kaggle_name: str, *local: str) -> str:
     """A data preset's folder (the `data_dir` resolver of conf/data/*.yaml): the Kaggle notebook's
     /kaggle/input/<kaggle_name> when there is one, else the first of `local` that exists, else the first."""
-    on_kaggle = Path("/kaggle/input") / kaggle_name
+    on_kaggle = KAGGLE_INPUT / kaggle_name
     if on_kaggle.is_dir():
         return str(on_kaggle)
     return next((d for d in local if Path(d).is_dir()), local[0])
