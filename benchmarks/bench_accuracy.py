@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -71,7 +72,7 @@ def machine() -> str:
     bf16 = "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "float32 only"
     version = subprocess.run([sys.executable, "-c", "import tensorflow as tf; print(tf.__version__)"],
                              capture_output=True, text=True).stdout.strip()
-    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, {bf16}, TensorFlow {version}"
+    return f"{platform.machine()}, {joblib.cpu_count()} cores, {bf16}, TensorFlow {version}"
 
 
 def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int) -> dict:

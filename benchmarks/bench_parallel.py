@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import joblib
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,7 +57,7 @@ def auto_jobs(run_dir: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cores = len(os.sched_getaffinity(0))
+    cores = joblib.cpu_count()
     parser.add_argument("--fold", type=int, default=cores, help="folds in the split, all trained (default: the core count)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train", help="train CSV (default: the embedded sample)")

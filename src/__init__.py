@@ -1,5 +1,4 @@
 """K-fold CNN ensembles for image-as-CSV competitions (Kaggle Digit Recognizer first)."""
-import os
+from src import quiet
 
-# TensorFlow's C++ start-up chatter buries the run's own log; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.install()  # before any module imports TensorFlow: its C++ start-up lines stay off the console

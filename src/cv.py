@@ -68,6 +68,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
     limit = budget.parse_duration(cfg.get("time_limit"))
+    tracking.wanted(cfg)  # logger=mlflow without MLflow is refused before any training
     dataset = data_mod.load(cfg.data)
     cfg.data.image_shape, cfg.data.num_classes = list(dataset.x_train.shape[1:]), dataset.num_classes  # as resolved
     fmt = submission_format(cfg.data, dataset)
@@ -146,7 +147,7 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
             _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
             report.build(run_dir, dataset.x_train, dataset.x_test)
             tracking.log_run(cfg, run_dir, ens.metrics)
-    log.info("results in %s (report.md)\n%s", run_dir, ensemble.summary(ens))
+    log.info("results in %s (report.md)\n%s\nsubmission: %s", run_dir, ensemble.summary(ens), run_dir / rundir.SUBMISSION)
     return ens
 
 
@@ -259,7 +260,7 @@ def parallel_jobs_of(hc) -> int:
     """How many jobs of this sweep run at once on this machine (joblib launcher), else 1."""
     if hc.mode != RunMode.MULTIRUN or "n_jobs" not in hc.launcher:
         return 1
-    n, cores = int(hc.launcher.n_jobs), os.cpu_count() or 1
+    n, cores = int(hc.launcher.n_jobs), cpu_cores()
     return max(1, cores + 1 + n if n < 0 else n)
 
 

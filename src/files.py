@@ -69,6 +69,8 @@ def remove_stale_temps(directory: str | Path, anyone: bool = False) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would end the process: keep its files
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -6,6 +6,7 @@ import contextlib
 import io
 
 from src.errors import UserError
+from src.extras import require
 
 CREDENTIALS = ("no Kaggle credentials: set KAGGLE_API_TOKEN to a token from https://www.kaggle.com/settings/api, "
                "or save it to ~/.kaggle/access_token (or a kaggle.json with username and key in ~/.kaggle/)")
@@ -13,11 +14,9 @@ CREDENTIALS = ("no Kaggle credentials: set KAGGLE_API_TOKEN to a token from http
 
 def client():
     """An authenticated `kaggle.api.kaggle_api_extended.KaggleApi`."""
+    require("kaggle", "the Kaggle commands", "kaggle")
     with contextlib.redirect_stdout(io.StringIO()):  # importing kaggle tries to log in and prints its help
-        try:
-            from kaggle.api.kaggle_api_extended import KaggleApi
-        except ImportError:
-            raise UserError("the Kaggle commands need the official kaggle package: pip install -e '.[kaggle]'") from None
+        from kaggle.api.kaggle_api_extended import KaggleApi
         api = KaggleApi()
         try:
             api.authenticate()

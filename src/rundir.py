@@ -36,8 +36,7 @@ needs neither TensorFlow nor Keras.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
@@ -396,22 +396,22 @@ def ensemble_lock(run_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def _lock(path: Path, wait: bool) -> Iterator[bool]:
-    """flock on `path`; the kernel frees it when the process dies."""
+    """An OS file lock on `path` (filelock: flock on Unix, LockFileEx on Windows), freed by the
+    operating system when the process dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            yield False
-            return
-        try:
-            if not wait:  # who trains the fold, for a curious user; the ensemble's lock file is never rewritten
-                f.seek(0), f.truncate(), f.write(f"{os.getpid()}\n"), f.flush()
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = FileLock(path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        if not wait:  # who trains the fold, for a curious user; the ensemble's lock file is never rewritten
+            with contextlib.suppress(OSError):  # Windows refuses writes to a locked file: the pid is a courtesy
+                path.write_text(f"{os.getpid()}\n")
+        yield True
+    finally:
+        lock.release()
 
 
 def flatten(tree, prefix: str = "") -> dict:

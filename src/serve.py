@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.cli import command
-from src.serving.app import export_dir, load_export, make_app
+from src.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 @command
 def main(cfg: DictConfig) -> None:
+    require("serve", "python -m src.serve", "fastapi", "uvicorn")
+    import uvicorn
+
+    from src.serving.app import export_dir, load_export, make_app
+
     path = export_dir(Path(cfg.run_dir), cfg.version)
     served = load_export(path)
-    import uvicorn
 
     app = make_app(served, cfg.max_batch, cfg.max_body)
     log.info("serving %s (%s fold(s)) at http://%s:%d/", path, served.folds, cfg.host, cfg.port)

@@ -14,6 +14,9 @@ import pytest
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
+import src.inputs.dataset  # noqa: F401  registers the data_dir resolver that conf/data names
+import src.schema  # noqa: F401  registers the schemas that conf/ extends
+
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 330, 64  # 165 validation rows a fold: the last batch of 32 is padded
 

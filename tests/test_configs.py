@@ -1,11 +1,17 @@
-"""Every config group composes and instantiates; unknown keys are rejected."""
+"""Every config group composes and instantiates; unknown keys and values of the wrong type are rejected."""
 from __future__ import annotations
 
+import re
+
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, run_cv
+from src.errors import UserError
+from src.schema import check_keys  # importing it registers the schemas that conf/*.yaml name
 
 
 def options(group: str) -> list[str]:
@@ -41,6 +47,80 @@ def test_sample_data_suggests_its_own_batch_and_cli_wins():
 def test_unknown_keys_are_rejected(bad):
     with pytest.raises(ConfigCompositionException):
         compose_config([bad])
+
+
+@pytest.mark.parametrize("bad, key, expected", [
+    ("fold=abc", "fold", "Integer"), ("epochs=1.5", "epochs", "Integer"),
+    ("model.dropout=high", "model.dropout", "Float"), ("augment.flip=maybe", "augment.flip", "bool"),
+])
+def test_a_value_of_the_wrong_type_is_refused_naming_the_key_and_the_type(bad, key, expected):
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_config([bad])
+    message = f"{refused.value}\n{refused.value.__cause__}"
+    assert f"full_key: {key}\n" in message and expected in message
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+epoch=3"], "unknown config key 'epoch': did you mean 'epochs'?"),
+    (["+model.dropuot=0.3"], "unknown config key 'model.dropuot': did you mean 'model.dropout'?"),
+    (["+pseudo.threshhold=0.5"], "unknown config key 'pseudo.threshhold': did you mean 'pseudo.threshold'?"),
+    (["optimizer.learnin_rate=0.1"], "unknown config key 'optimizer.learnin_rate': did you mean 'optimizer.learning_rate'?"),
+    (["logger=mlflow", "+logger.uri=x"], "unknown config key 'logger.uri'"),
+    (["+optimizer.use_ema=maybe"], "optimizer.use_ema: Value 'maybe' is not a valid bool"),
+])
+def test_a_key_added_outside_the_schema_is_refused_naming_it(overrides, message):
+    cfg = compose_config(overrides)  # Hydra adds a key with +, and the optimizer is open to Keras' arguments
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_keys(cfg)
+
+
+def test_keras_optimizer_arguments_can_be_set():
+    cfg = compose_config(["optimizer.use_ema=true", "+optimizer.ema_momentum=0.9", "optimizer.weight_decay=0.004", "optimizer.clipnorm=1"])
+    check_keys(cfg)
+    optimizer = instantiate(cfg.optimizer)()
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.9 and optimizer.weight_decay == 0.004 and optimizer.clipnorm == 1
+
+
+def _recipes() -> list[list[str]]:
+    return ([[]] + [[f"experiment={name}"] for name in options("experiment")] + [[f"data={name}"] for name in options("data")]
+            + [["debug=default"], ["logger=mlflow"], ["hparams_search=optuna"],
+               ["experiment=cnn_cosine_ema", "data=fashion_mnist", "debug=default", "logger=mlflow"],
+               ["experiment=autoencoder_classifier", "data=idx"], ["experiment=mlp", "data=sample"]])
+
+
+@pytest.mark.parametrize("overrides", _recipes(), ids=lambda o: " ".join(o) or "defaults")
+def test_every_recipe_and_preset_fits_the_schema_which_adds_no_key(overrides):
+    cfg = compose_config(overrides)
+    check_keys(cfg)
+    assert "???" not in OmegaConf.to_yaml(cfg)  # the YAML files set every key the schema names: it adds none
+
+
+COMMANDS = {
+    "ensemble": ["run_dir=/r"], "report": ["run_dir=/r"], "export": ["run_dir=/r"], "serve": ["run_dir=/r"],
+    "predict": ["run_dir=/r", "input=a.csv", "output=b.csv"], "submit": ["run_dir=/r", "message=m"],
+    "blend": ["runs=[/a,/b]"], "download": ["data=sample"],
+}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_a_schema_and_refuses_an_added_key(name):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=COMMANDS[name])
+        added = compose(config_name=name, overrides=COMMANDS[name] + ["+verbose=true"])
+    assert OmegaConf.get_type(cfg).__module__ == "src.schema" and "???" not in OmegaConf.to_yaml(cfg)
+    check_keys(cfg)
+    with pytest.raises(UserError, match="unknown config key 'verbose'"):
+        check_keys(added)
+
+
+@pytest.mark.parametrize("bad, said", [
+    ("+epoch=3", "error: unknown config key 'epoch': did you mean 'epochs'?"),
+    ("fold=abc", "Error merging override fold=abc\nValue 'abc' of type 'str' could not be converted to Integer\n    full_key: fold"),
+])
+def test_the_command_refuses_a_bad_key_or_value_with_exit_status_1(bad, said, tmp_path):
+    proc = run_cv([bad, f"hydra.run.dir={tmp_path / 'run'}"], check=False)
+    assert proc.returncode == 1 and said in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()  # nothing of the refused run is left
 
 
 @pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])

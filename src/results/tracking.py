@@ -13,12 +13,21 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
-from src.errors import UserError
+from src.extras import require
 from src.files import write_json
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS = (rundir.SUBMISSION, rundir.METRICS, rundir.REPORT, rundir.OOF)
+
+def wanted(cfg: DictConfig) -> bool:
+    """Whether the run is to be logged to MLflow; UserError, before any training, when MLflow is
+    missing."""
+    if not cfg.get("logger") or cfg.logger.get("name") != "mlflow":
+        return False
+    require("track", "logger=mlflow", "mlflow")
+    return True
+
 
 def log_run(cfg: DictConfig, run_dir: Path, metrics: dict) -> str | None:
     """Record a finished run in MLflow when `logger` asks for it; returns the MLflow run id.
@@ -27,12 +36,10 @@ def log_run(cfg: DictConfig, run_dir: Path, metrics: dict) -> str | None:
     stepped by fold, its history metrics stepped by epoch, and the ensemble's scores plain
     metrics. The submission, metrics.json, report.md and oof.csv are its artifacts.
     """
-    if not cfg.get("logger") or cfg.logger.get("name") != "mlflow":
+    if not wanted(cfg):
         return None
-    try:
-        import mlflow
-    except ImportError:
-        raise UserError("logger=mlflow needs MLflow: pip install mlflow-skinny") from None
+    import mlflow
+
     uri = str(cfg.logger.tracking_uri)
     if "://" not in uri and not uri.startswith("file:"):  # a plain path: MLflow's local file store
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +35,6 @@ from src.training.checkpoint import read_history
 log = logging.getLogger(__name__)
 
 FOLD_JOB = "KFOLD_FOLD_JOB"  # set in a fold job's environment: it ends when its run's main process is gone
-
-# What TensorFlow prints to stderr at the start of every process: repeated by every fold job, it
-# buries the run's own lines. Anything else a job prints on stderr is passed on.
-_STARTUP_NOISE = re.compile(
-    r"WARNING: All log messages before absl::InitializeLog\(\)|^[IE]0000 .*(oneDNN custom operations|"
-    r"cuda drivers|cuInit|Unable to register cu|computation placer)"
-)
-
 
 RESTART_S = 20.0  # a fold job started again: Python, TensorFlow, the data, the model's tracing (8-15 s measured)
 REGROUP_EXIT = 75  # a fold job's exit status when it stopped, as asked, to go on with more threads
@@ -123,12 +113,10 @@ def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
 
 def _launch(jobs: FoldJobs, k: int, threads: int) -> int:
     """Run fold k's job with `threads` TensorFlow threads to its end; its exit status."""
-    proc = subprocess.Popen(jobs.command(k, threads), stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="replace", env={**os.environ, FOLD_JOB: "1", **budget.environment(jobs.deadlines.get(k))})
+    # Its stderr is this process's: TensorFlow's start-up lines are kept off it in the job itself (src.quiet).
+    proc = subprocess.Popen(jobs.command(k, threads), stdin=subprocess.PIPE,
+                            env={**os.environ, FOLD_JOB: "1", **budget.environment(jobs.deadlines.get(k))})
     jobs.running[k] = proc
-    for line in proc.stderr:
-        if not _STARTUP_NOISE.search(line):
-            sys.stderr.write(line)
     code = proc.wait()
     proc.stdin.close()
     del jobs.running[k]

@@ -5,6 +5,7 @@ import glob
 import logging
 import os
 
+import joblib
 import tensorflow as tf
 from omegaconf import DictConfig
 
@@ -99,8 +100,9 @@ def worker_id(strategy: tf.distribute.Strategy) -> str:
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on (joblib's count respects CPU affinity and cgroup quotas,
+    on every system)."""
+    return joblib.cpu_count()
 
 
 def expected_jobs(jobs: int | str, strategy: str, folds_to_train: int) -> int:

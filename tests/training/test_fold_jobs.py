@@ -3,7 +3,6 @@ deterministic=true, a run killed mid-epoch resumes, and a killed fold job is nam
 other fold finishes, and the re-run trains only the killed one."""
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import check_run_dir, run_cv, snapshot, tiny_overrides
+from src import rundir
 
 # A sitecustomize.py: in the fold job of fold FOLD, SIGKILL the process at epoch EPOCH, batch BATCH.
 KILL_FOLD_JOB = """
@@ -53,15 +53,12 @@ def wait_unlocked(run_dir, folds: int, timeout: float = 60) -> None:
     """Wait until no process holds a fold's lock (the fold jobs are gone)."""
     deadline = time.time() + timeout
     for k in range(folds):
-        lock = run_dir / f"fold_{k}" / ".lock"
-        while lock.exists():
-            with open(lock) as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while True:
+            with rundir.fold_lock(rundir.fold_dir(run_dir, k)) as free:
+                if free:
                     break
-                except OSError:
-                    assert time.time() < deadline, f"fold {k}'s job still runs"
-                    time.sleep(0.2)
+            assert time.time() < deadline, f"fold {k}'s job still runs"
+            time.sleep(0.2)
 
 
 def test_jobs_2_gives_the_same_bytes_as_jobs_1_under_deterministic(tiny, tmp_path):

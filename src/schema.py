@@ -1,0 +1,338 @@
+"""The commands' config schemas: dataclasses in Hydra's ConfigStore that conf/*.yaml extend.
+
+Each YAML file names its schema first in its defaults list (`- cv_schema`, `- /schema/model_conv@_here_`), so
+Hydra refuses a value of the wrong type (`fold=abc`) and a key the schema lacks
+(`model.dropuot=0.3`) while it composes. The dataclasses give the keys and their types only (a
+field without a default is `???` until the YAML file sets it); the values, and the comments that
+explain them, stay in the YAML files. A field that takes a number or a list (`fold_index: 3` or
+`[0,2]`) is `Any`: OmegaConf has no unions with containers.
+
+Hydra still lets `+key=value` add a key to a structured config: src.cli.command calls `check_keys`
+before every command, which refuses a key that no schema names. Importing this module registers
+the schemas (src.cli imports it, so every command does).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, ValidationError
+
+from src.errors import UserError
+
+
+@dataclass
+class Kaggle:
+    competition: Optional[str]
+    dataset: Optional[str]
+
+
+@dataclass
+class Data:
+    """conf/data/*.yaml: the competition's files and what they hold."""
+
+    kaggle: Kaggle
+    dir: str
+    format: str
+    train: str
+    test: str
+    sample_submission: Optional[str]
+    test_labels: Optional[str]
+    image_shape: Optional[List[int]]
+    num_classes: Optional[int]
+    flip: bool
+    batch_size: int
+    cache_dir: Optional[str]
+
+
+@dataclass
+class SampleData(Data):
+    """data=sample: the embedded sample, written on first use."""
+
+    sample: bool
+
+
+@dataclass
+class IdxData(Data):
+    """data=idx: the original MNIST files, the labels in files of their own."""
+
+    train_labels: Optional[str]
+
+
+@dataclass
+class Model:
+    """conf/model/*.yaml: a builder of src/models/builders.py, finished per fold (`_partial_`)."""
+
+    _target_: str
+    _partial_: bool
+
+
+@dataclass
+class ConvModel(Model):
+    """model=kfold_cnn and model=convbn."""
+
+    dropout: float
+    bn_momentum: float
+
+
+@dataclass
+class SimpleCnn(Model):
+    dropout: float
+
+
+@dataclass
+class Mlp(Model):
+    width: int
+    depth: int
+
+
+@dataclass
+class AutoencoderClassifier(Model):
+    encoder: List[int]
+    classifier: List[int]
+
+
+@dataclass
+class Affine:
+    """augment=none: the random affine's ranges."""
+
+    enabled: bool
+    rotation: float
+    zoom: float
+    width_shift: float
+    height_shift: float
+
+
+@dataclass
+class Augment(Affine):
+    """augment=default: the affine, elastic distortion and mirroring."""
+
+    elastic: float
+    elastic_sigma: float
+    flip: bool
+
+
+@dataclass
+class KerasOptimizerArgs:
+    """Arguments of keras.optimizers classes that a config may add to an optimizer (a recipe, or
+    `optimizer.use_ema=true` on the command line): those of every Keras optimizer, then those of
+    Adam, AdamW, Nadam, Adamax, Lion, SGD, RMSprop, Adadelta and Adagrad."""
+
+    weight_decay: Optional[float]
+    clipnorm: Optional[float]
+    clipvalue: Optional[float]
+    global_clipnorm: Optional[float]
+    use_ema: Optional[bool]
+    ema_momentum: Optional[float]
+    ema_overwrite_frequency: Optional[int]
+    gradient_accumulation_steps: Optional[int]
+    beta_1: Optional[float]
+    beta_2: Optional[float]
+    epsilon: Optional[float]
+    amsgrad: Optional[bool]
+    momentum: Optional[float]
+    nesterov: Optional[bool]
+    rho: Optional[float]
+    centered: Optional[bool]
+    initial_accumulator_value: Optional[float]
+
+
+@dataclass
+class Optimizer:
+    """conf/optimizer/*.yaml: a keras.optimizers class by `_target_`, finished per fold with the
+    schedule's learning rate; open to the arguments in `extra`."""
+
+    extra: ClassVar[type] = KerasOptimizerArgs
+    _target_: str
+    _partial_: bool
+    learning_rate: float
+
+
+@dataclass
+class Schedule:
+    """conf/schedule/*.yaml: how the learning rate moves from optimizer.learning_rate."""
+
+    kind: str
+
+
+@dataclass
+class Exponential(Schedule):
+    """schedule=exponential and schedule=constant."""
+
+    decay: float
+
+
+@dataclass
+class Cosine(Schedule):
+    warmup: float
+    start: float
+    final: float
+
+
+@dataclass
+class Strategy:
+    name: str
+    devices: Optional[List[str]]
+    tpu: Optional[str]
+
+
+@dataclass
+class Logger:
+    """logger=mlflow."""
+
+    name: str
+    tracking_uri: str
+    experiment_name: str
+
+
+@dataclass
+class Pseudo:
+    run_dir: Optional[str]
+    threshold: float
+
+
+@dataclass
+class CvExtra:
+    """Top-level keys that only a choice adds: the schema cannot hold them without adding them."""
+
+    logger: Optional[Logger]
+
+
+@dataclass
+class Cv:
+    """conf/config.yaml: `python -m src.cv`."""
+
+    extra: ClassVar[type] = CvExtra
+    data: Data
+    model: Model
+    augment: Affine
+    optimizer: Optimizer
+    schedule: Schedule
+    strategy: Strategy
+    fold: int
+    split: str
+    val_fraction: float
+    epochs: int
+    time_limit: Any  # null, a duration ("20m") or seconds
+    batch_size: int
+    seed: int
+    tta: int
+    loss: str
+    pseudo: Pseudo
+    label_smoothing: float
+    fold_index: Any  # null, a fold or a list of folds
+    precision: str
+    verbose: bool
+    steps_per_execution: int
+    deterministic: bool
+    tensorboard: bool
+    jobs: Any  # auto or a number
+    threads: Any  # auto or a number
+
+
+@dataclass
+class RunDir:
+    """ensemble.yaml and report.yaml: a finished run to work on."""
+
+    run_dir: str
+
+
+@dataclass
+class Export(RunDir):
+    version: Optional[int]
+
+
+@dataclass
+class Serve(RunDir):
+    host: str
+    port: int
+    version: Optional[int]
+    max_batch: int
+    max_body: int
+    access_log: bool
+
+
+@dataclass
+class Predict(RunDir):
+    input: str
+    output: str
+    probabilities: bool
+    overwrite: bool
+
+
+@dataclass
+class Submit(RunDir):
+    message: str
+
+
+@dataclass
+class Blend:
+    runs: List[str]
+    weights: str
+
+
+@dataclass
+class Download:
+    data: Data
+    out: str
+
+
+def _open(schema: type) -> DictConfig:
+    """`schema` as a node that a config may add keys to (check_keys checks them against `extra`)."""
+    node = OmegaConf.structured(schema)
+    OmegaConf.set_struct(node, False)
+    return node
+
+
+def register() -> None:
+    """Store the schemas under the names conf/*.yaml use: `<command>_schema` for a command's
+    config, `schema/<group>_<name>` for a group's options (`- /schema/model_conv@_here_`)."""
+    cs = ConfigStore.instance()
+    commands = {"cv": Cv, "ensemble": RunDir, "report": RunDir, "export": Export, "serve": Serve, "predict": Predict,
+                "submit": Submit, "blend": Blend, "download": Download}
+    for command, node in commands.items():
+        cs.store(name=f"{command}_schema", node=node)
+    groups = {
+        "data": {"data": Data, "sample": SampleData, "idx": IdxData},
+        "model": {"model": Model, "conv": ConvModel, "simple_cnn": SimpleCnn, "mlp": Mlp,
+                  "autoencoder_classifier": AutoencoderClassifier},
+        "augment": {"affine": Affine, "augment": Augment},
+        "optimizer": {"optimizer": _open(Optimizer)},
+        "schedule": {"exponential": Exponential, "cosine": Cosine},
+        "strategy": {"strategy": Strategy},
+        "logger": {"logger": Logger},
+    }
+    for group, options in groups.items():  # in a group of their own, so that no group lists them as options
+        for name, node in options.items():
+            cs.store(group="schema", name=group if name == group else f"{group}_{name}", node=node)
+
+
+def check_keys(cfg: DictConfig, path: str = "") -> None:
+    """Refuse (UserError) a key that the schema of its node does not name, with the nearest one.
+
+    Hydra refuses `epoch=3` under a schema but adds `+epoch=3`; this refuses that too, and checks
+    the type of a key added to a node open to more (the optimizer) against the node's `extra`.
+    A node without a schema is not checked; the nodes in it are.
+    """
+    schema = OmegaConf.get_type(cfg)
+    typed = schema not in (None, dict)
+    own = [f.name for f in fields(schema)] if typed else []
+    extra = getattr(schema, "extra", None)
+    known = own + ([f.name for f in fields(extra)] if extra else [])
+    for key in cfg.keys():
+        if typed and key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            raise UserError(f"unknown config key '{path}{key}'" + (f": did you mean '{path}{near[0]}'?" if near else ""))
+        if not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg[key], DictConfig):
+            check_keys(cfg[key], f"{path}{key}.")
+    added = [key for key in cfg.keys() if typed and key not in own]
+    if added:
+        try:
+            OmegaConf.merge(OmegaConf.structured(extra), OmegaConf.masked_copy(cfg, added))
+        except ValidationError as e:
+            raise UserError(f"{path}{e.full_key}: {str(e).splitlines()[0]}") from None
+
+
+register()
