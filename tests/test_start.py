@@ -64,7 +64,7 @@ def test_every_module_imports_and_a_run_trains_without_fcntl(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("extra, missing, argv", [
-    ("serve", "fastapi", ["src.serve", "run_dir=nowhere"]),
+    ("serve", "fastapi", ["src.serve", "run_dir={tmp}/run"]),
     ("track", "mlflow", ["src.cv", "logger=mlflow", "data=sample", "hydra.run.dir={tmp}/run"]),
 ])
 def test_a_missing_extra_is_one_line_naming_the_install(extra, missing, argv, tmp_path):
