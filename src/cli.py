@@ -11,6 +11,7 @@ from typing import Callable, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from src import rundir
 from src.errors import UserError
 from src.schema import check_keys  # also registers the configs' schemas before Hydra composes
 
@@ -50,5 +51,5 @@ def _remove_output_dir_if_empty() -> None:
         return
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", f"{hc.job.name}.log"}:
+    if rundir.holds_nothing(out, f"{hc.job.name}.log"):
         shutil.rmtree(out, ignore_errors=True)

@@ -280,11 +280,6 @@ def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
     return argv
 
 
-def _holds_nothing(run_dir: Path) -> bool:
-    """Whether `run_dir` holds nothing of a run: no dir, or only Hydra's config and log."""
-    return not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}
-
-
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -296,13 +291,13 @@ def main(cfg: DictConfig) -> float | None:
     quiet_fold_job()
     hc = HydraConfig.get()
     run_dir = run_dir_of(hc)
-    fresh = _holds_nothing(run_dir)
+    fresh = rundir.holds_nothing(run_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
         epochs_given = any(_key(o) == "epochs" for o in hc.overrides.task)
         ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
     except UserError:
-        if fresh and _holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace
+        if fresh and rundir.holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     except KeyboardInterrupt:

@@ -199,6 +199,12 @@ def probabilities(frame, leading: int) -> np.ndarray:
     return frame.iloc[:, leading:].to_numpy(np.float64)
 
 
+def holds_nothing(run_dir: Path, log: str = LOG) -> bool:
+    """Whether `run_dir` holds nothing of a run: no dir, or only Hydra's config and the command's
+    log (`log`: cv.log for src.cv)."""
+    return not Path(run_dir).exists() or {p.name for p in Path(run_dir).iterdir()} <= {HYDRA, log}
+
+
 def read_record(run_dir: Path) -> dict:
     """The run's run.json; UserError when `run_dir` holds none that can be read."""
     path = Path(run_dir) / RUN
