@@ -69,12 +69,12 @@ def setup(threads: int):
         cfg = compose(config_name="config", overrides=["data=sample"])
     from src.inputs.dataset import parse_csv
     from src.inputs.sample import ensure_sample
-    from src.training.strategy import make_strategy, resolve_precision
+    from src.training.strategy import request, start
 
     paths = [str(REPO / p) for p in (cfg.data.train, cfg.data.test, cfg.data.test_labels)]
     ensure_sample(*paths)
     x, y = parse_csv(paths[0], "bench", "train", (28, 28, 1), 10)
-    precision = resolve_precision(cfg.precision, make_strategy(cfg.strategy))
+    precision = start(request(cfg)).precision
     keras.mixed_precision.set_global_policy(precision)
     return cfg, x, y, precision
 

@@ -64,8 +64,8 @@ from src.inputs import pipeline  # noqa: E402
 from src.inputs.dataset import parse_csv  # noqa: E402
 from src.inputs.folds import FoldData, make_folds  # noqa: E402
 from src.training.callbacks import RunClock  # noqa: E402
-from src.training.fold import train_fold  # noqa: E402
-from src.training.strategy import check_batch, make_strategy, resolve_precision  # noqa: E402
+from src.training.fold import Placement, train_fold  # noqa: E402
+from src.training.strategy import check_batch, make_strategy, request, start  # noqa: E402
 
 TARGET_TRAIN = 2_000.0  # images/s
 TARGET_AUG = 40_000.0  # images/s
@@ -181,16 +181,17 @@ def rates(seconds: list[float], images_per_epoch: int) -> dict:
 
 
 def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dict, dict, dict]:
-    strategy = make_strategy(cfg.strategy)
-    check_batch(cfg.batch_size, strategy)
-    precision = resolve_precision(cfg.precision, strategy)
+    runtime = start(request(cfg))
+    place = Placement(runtime, make_strategy(runtime, cfg.strategy))
+    check_batch(cfg.batch_size, runtime.replicas)
+    precision = runtime.precision
     tr, va = make_folds(y, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)[0]
     tr, va = tr[:train_images], va[:val_images]
     data = FoldData(1, x[tr], y[tr], x[va], y[va], va, x[va[:N_TEST]], int(cfg.data.num_classes))
     steps = pipeline.steps_per_epoch(len(tr), cfg.batch_size)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="bench_fold_") as tmp, timed_fit(timer):
-        result = train_fold(data, cfg, strategy, Path(tmp) / "fold_1", RunClock(cfg.epochs), precision)
+        result = train_fold(data, cfg, place, Path(tmp) / "fold_1", RunClock(cfg.epochs))
     per_epoch = steps * cfg.batch_size
     info = {"precision": precision, "train_rows": len(tr), "val_rows": len(va), "steps_per_epoch": steps, "epochs": cfg.epochs,
             "epoch_train_s": timer.train_s, "epoch_total_s": timer.epoch_s,
@@ -200,7 +201,7 @@ def bench_train_fold(cfg, x, y, train_images: int, val_images: int) -> tuple[dic
 
 def build_compiled(cfg, input_shape, num_classes: int) -> keras.Model:
     """The model exactly as src/training/fold.py builds and compiles it."""
-    strategy = make_strategy(cfg.strategy)
+    strategy = make_strategy(start(request(cfg)), cfg.strategy)
     with strategy.scope():
         model = instantiate(cfg.model)(input_shape=input_shape, num_classes=num_classes)
         model.compile(optimizer=instantiate(cfg.optimizer)(), loss="categorical_crossentropy", weighted_metrics=["accuracy"])
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data {source}: {len(x):,} images {x.shape[1:]}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPU(s), GPUs {len(tf.config.list_physical_devices('GPU'))}", flush=True)
 
-    precision = resolve_precision(cfg.precision, make_strategy(cfg.strategy))
+    precision = start(request(cfg)).precision
     dtype = "bfloat16" if "bfloat16" in precision else "float16" if "float16" in precision else "float32"
     mm32 = bench_matmul(args.matmul_n, args.repeats)
     mm = bench_matmul(args.matmul_n, args.repeats, dtype=dtype) if dtype != "float32" else mm32

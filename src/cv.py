@@ -15,14 +15,18 @@ import time
 
 STARTED = time.time()  # a time_limit counts from here, before TensorFlow's import
 
+import dataclasses
 import hashlib
 import logging
 import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import joblib
 
 import hydra
 import keras
@@ -40,19 +44,43 @@ from src.inputs import dataset as data_mod
 from src.inputs import pseudo as pseudo_labels
 from src.inputs.folds import FoldData, fold_data, make_folds
 from src.inputs.submission import submission_format
+from src.models import load_model
 from src.models.inference import reconstruct
 from src.inputs import pipeline
 from src.results import ensemble, pictures, report, tracking
 from src.training.callbacks import RunClock, fold_line
 from src.training.checkpoint import epochs_committed
-from src.training import budget, multi_worker
+from src.training import budget
 from src.training.budget import FoldDeadline, Plan
-from src.training.fold import compile_model, train_fold
+from src.training import strategy as strategy_mod
+from src.training.fold import Placement, compile_model, train_fold
 from src.training.scheduler import REGROUP_EXIT, FoldJobs, Regroup, in_fold_job, quiet_fold_job, run_fold_jobs
-from src.training.strategy import (check_batch, configure_threads, cpu_cores, expected_jobs, fold_job_threads,
-                                   is_chief, make_strategy, resolve_jobs, resolve_precision, strategy_name, worker_id)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Stage 1: the checked data, what a submission must look like, the pseudo-labels, the folds,
+    and what the data resolved (recorded in run.json; the composed config is never written to)."""
+
+    dataset: data_mod.Dataset
+    fmt: rundir.SubmissionFormat
+    pseudo: pseudo_labels.PseudoLabels | None
+    folds: list
+    resolved: dict  # {"data.image_shape": [...], "data.num_classes": K}
+
+    def fold(self, k: int) -> FoldData:
+        return fold_data(self.dataset, self.folds, k, self.pseudo)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Stage 2: the folds this process is asked for, the ones left to train, and where its files go."""
+
+    run_dir: Path
+    wanted: list[int]
+    todo: list[int]
 
 
 def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
@@ -65,74 +93,127 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     folds train at once, each in a process of its own (src.training.scheduler). With a
     `time_limit`, `epochs` caps the plan only when `epochs_given` (src.training.budget).
     """
+    limit = check_request(cfg)
+    inputs = load_inputs(cfg)
+    work = plan_folds(cfg, inputs, run_dir)
+    place = start_runtime(cfg, work, parallel_jobs, fold_job is not None)
+    work = own_dir(work, place)
+    ident = claim_run_dir(cfg, inputs, work, place, write=False)  # a resume with other settings is refused first
+    plan = _plan(cfg, work, inputs, place, limit, epochs_given) if limit and work.todo else None
+    claim_run_dir(cfg, inputs, work, place, write=True, ident=ident)
+    if plan:
+        plan = _record(work.run_dir, plan)
+        cfg = budget.apply(plan, cfg)
+    failed = train(cfg, inputs, work, place, plan, fold_job)
+    if in_fold_job():  # the run's main process reports and builds the ensemble
+        return None
+    return finish(cfg, inputs, work.run_dir, failed)
+
+
+def check_request(cfg: DictConfig) -> float | None:
+    """What can be refused before any data is read; the time limit in seconds, if any."""
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
     limit = budget.parse_duration(cfg.get("time_limit"))
     tracking.wanted(cfg)  # logger=mlflow without MLflow is refused before any training
+    return limit
+
+
+def load_inputs(cfg: DictConfig) -> Inputs:
+    """Stage 1: read and check the data files, the sample submission and the pseudo-labels, and split."""
     dataset = data_mod.load(cfg.data)
-    cfg.data.image_shape, cfg.data.num_classes = list(dataset.x_train.shape[1:]), dataset.num_classes  # as resolved
-    fmt = submission_format(cfg.data, dataset)
     pseudo = pseudo_labels.load(cfg.get("pseudo"), dataset.x_test, dataset.digests["test"], dataset.num_classes)
     folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
-    wanted = select_folds(cfg.fold_index, len(folds))
-    todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
-    expected = expected_jobs(cfg.jobs, cfg.strategy.name, len(todo)) if fold_job else 1
-    # Before TensorFlow's first op. The main process of fold jobs gets one job's share: it measures
-    # the step for a time_limit as the jobs will run it.
-    threads = configure_threads(cfg.threads, max(parallel_jobs, expected), cfg.deterministic)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(cfg.strategy)
-    per_replica = check_batch(cfg.batch_size, strategy)
-    precision = resolve_precision(cfg.precision, strategy)
     smallest = min(len(tr) for tr, _ in folds)
     if smallest < cfg.batch_size:
         raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
-    jobs = resolve_jobs(cfg.jobs, len(wanted), strategy) if fold_job else 1
-    if not is_chief(strategy):  # every worker trains the same steps; only the chief's files are the run's
-        run_dir = run_dir / f".{worker_id(strategy)}"
-        todo = [k for k in wanted if rundir.load_complete(run_dir, k) is None]
-    rundir.check_writable(run_dir, _bytes_needed(cfg, dataset, len(wanted)))
-    ident = rundir.identity(cfg, dataset.digests, pseudo.record if pseudo else None)
-    rows = {"train": len(dataset.y_train), "test": len(dataset.x_test)}
-    if (run_dir / rundir.RUN).exists():  # a resume with other settings is refused before anything else
-        rundir.claim(run_dir, ident, cfg, rows)
-    jobs = max(1, min(jobs, len(todo)))
-    if pseudo:
-        log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
-                 len(pseudo.index), pseudo.record["threshold"], cfg.pseudo.run_dir)
-    plan = _plan(cfg, run_dir, fold_data(dataset, folds, todo[0], pseudo), len(dataset.x_test), todo, strategy,
-                 precision, jobs, limit, epochs_given) if limit and todo else None
-    rundir.claim(run_dir, ident, cfg, rows)
-    rundir.write_submission_format(run_dir, fmt)
-    if plan:
-        plan = _record(run_dir, plan)
-        cfg = budget.apply(plan, cfg)
+    resolved = {"data.image_shape": list(dataset.x_train.shape[1:]), "data.num_classes": dataset.num_classes}
+    return Inputs(dataset, submission_format(cfg.data, dataset), pseudo, folds, resolved)
+
+
+def plan_folds(cfg: DictConfig, inputs: Inputs, run_dir: Path) -> Work:
+    """Stage 2: the folds asked for (`fold_index`) and those of them not yet complete in `run_dir`."""
+    wanted = select_folds(cfg.fold_index, len(inputs.folds))
+    return Work(run_dir, wanted, [k for k in wanted if rundir.load_complete(run_dir, k) is None])
+
+
+def start_runtime(cfg: DictConfig, work: Work, parallel_jobs: int, fold_jobs: bool) -> Placement:
+    """Stage 3: this process's runtime (src.runtime) and strategy, before TensorFlow's first op. A
+    resume keeps the precision its run dir recorded, and says what differs on this hardware."""
+    recorded = rundir.recorded_runtime(work.run_dir)
+    asked = strategy_mod.request(cfg, cfg.jobs if fold_jobs else 1, len(work.todo), parallel_jobs)
+    if recorded.get("precision") and cfg.precision == "auto":
+        asked = dataclasses.replace(asked, precision=recorded["precision"])
+    runtime = strategy_mod.start(asked)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if changes := runtime.changes_from(recorded):
+        log.warning("this run dir was started on other hardware (%s): it goes on in its recorded precision %s",
+                    ", ".join(changes), runtime.precision)
+    place = Placement(runtime, strategy_mod.make_strategy(runtime, cfg.strategy))
+    strategy_mod.check_batch(cfg.batch_size, place.strategy.num_replicas_in_sync)
+    return place
+
+
+def own_dir(work: Work, place: Placement) -> Work:
+    """Under several workers each trains the same steps, and only the chief's files are the run's:
+    the others write into a hidden dir of their own."""
+    if strategy_mod.is_chief(place.strategy):
+        return work
+    own = work.run_dir / f".{strategy_mod.worker_id(place.strategy)}"
+    return Work(own, work.wanted, [k for k in work.wanted if rundir.load_complete(own, k) is None])
+
+
+def claim_run_dir(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, write: bool,
+                  ident: dict | None = None) -> dict:
+    """Stage 4: check the run dir's record against this run (always when it has one) and, with
+    `write`, record this run there and its submission format; returns the run's identity."""
+    ds = inputs.dataset
+    ident = ident or rundir.identity(cfg, ds.digests, inputs.pseudo.record if inputs.pseudo else None, inputs.resolved)
+    rows = {"train": len(ds.y_train), "test": len(ds.x_test)}
+    if not write:
+        rundir.check_writable(work.run_dir, _bytes_needed(cfg, ds, len(work.wanted)))
+        if (work.run_dir / rundir.RUN).exists():
+            rundir.claim(work.run_dir, ident, cfg, rows, inputs.resolved, place.runtime.record())
+        return ident
+    rundir.claim(work.run_dir, ident, cfg, rows, inputs.resolved, place.runtime.record())
+    rundir.write_submission_format(work.run_dir, inputs.fmt)
+    return ident
+
+
+def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: Plan | None,
+          fold_job: Callable[[int, int], list[str]] | None) -> dict[int, str]:
+    """Stage 5: train the folds left, here one after another or as fold jobs; the failed ones' reasons."""
+    rt, todo, replicas = place.runtime, work.todo, place.strategy.num_replicas_in_sync
     deadlines = dict(zip(todo, budget.deadlines(plan, STARTED, len(todo)))) if plan else {}
     if in_fold_job():  # its run's main process set its deadline
         deadlines = {k: budget.deadline_from_environment() for k in todo}
-    job_threads = fold_job_threads(cfg.threads, jobs, cfg.deterministic)
-    log.info(
-        "%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s), %s%s",
-        len(folds), len(todo), todo, cfg.epochs, cfg.batch_size, per_replica, strategy.num_replicas_in_sync,
-        strategy_name(strategy), precision,
-        f", {jobs} fold jobs at once × {job_threads} thread(s)" if jobs > 1 else f", {threads} thread(s)" if threads else "",
-    )
-    if jobs > 1:
-        steps = pipeline.steps_per_epoch(len(folds[todo[0]][0]) + (len(pseudo.index) if pseudo else 0), cfg.batch_size)
-        fold_jobs = FoldJobs(run_dir, fold_job, todo, job_threads, len(folds), cfg.epochs, steps * cfg.batch_size,
-                             cores=cpu_cores(), regroup=cfg.threads == "auto" and not cfg.deterministic,
-                             deadlines=deadlines)
-        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(run_dir, k)) for k in todo), jobs)
-        failed = run_fold_jobs(fold_jobs, jobs, clock)
-    else:
-        failed = {}
-        clock = RunClock(len(todo) * cfg.epochs)
-        for k in todo:
-            _train_here(cfg, fold_data(dataset, folds, k, pseudo), strategy, run_dir, clock, precision, deadlines.get(k))
+    jobs = max(1, min(rt.fold_jobs, len(todo)))
+    if inputs.pseudo:
+        log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
+                 len(inputs.pseudo.index), inputs.pseudo.record["threshold"], cfg.pseudo.run_dir)
+    log.info("%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s); %s%s",
+             len(inputs.folds), len(todo), todo, cfg.epochs, cfg.batch_size, cfg.batch_size // replicas, replicas,
+             strategy_mod.strategy_name(place.strategy), rt.summary(),
+             f"; {jobs} fold jobs at once × {rt.job_threads} thread(s)" if jobs > 1
+             else f"; {rt.threads} thread(s)" if rt.threads else "")
+    if jobs > 1 and fold_job:
+        pseudo_rows = len(inputs.pseudo.index) if inputs.pseudo else 0
+        steps = pipeline.steps_per_epoch(len(inputs.folds[todo[0]][0]) + pseudo_rows, cfg.batch_size)
+        fold_jobs = FoldJobs(work.run_dir, fold_job, todo, rt.job_threads, len(inputs.folds), cfg.epochs,
+                             steps * cfg.batch_size, cores=rt.hardware.cores,
+                             regroup=cfg.threads == "auto" and not cfg.deterministic, deadlines=deadlines)
+        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(work.run_dir, k)) for k in todo), jobs)
+        return run_fold_jobs(fold_jobs, jobs, clock)
+    clock = RunClock(len(todo) * cfg.epochs)
+    for k in todo:
+        _train_here(cfg, inputs.fold(k), place, work.run_dir, clock, deadlines.get(k))
+    return {}
 
-    if in_fold_job():  # the run's main process reports and builds the ensemble
-        return None
+
+def finish(cfg: DictConfig, inputs: Inputs, run_dir: Path, failed: dict[int, str]) -> ensemble.Ensemble | None:
+    """Stage 6: once every fold is complete, the ensemble, the report and the tracking, built once."""
+    folds, ds = inputs.folds, inputs.dataset
     missing = [k for k in range(len(folds)) if rundir.load_complete(run_dir, k) is None]
     if failed:
         raise UserError("; ".join(f"fold {k}: {why}" for k, why in sorted(failed.items()))
@@ -142,17 +223,17 @@ def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
                  "(or run `python -m src.ensemble run_dir=%s`)", missing, run_dir, run_dir)
         return None
     with rundir.ensemble_lock(run_dir):  # fold jobs finishing together build it once
-        ens, written = ensemble.build(run_dir, len(folds), len(dataset.y_train), dataset.y_test)
+        ens, written = ensemble.build(run_dir, len(folds), len(ds.y_train), ds.y_test)
         if written or not (run_dir / rundir.REPORT).exists():  # a finished run run again is left exactly as it was
-            _autoencoder_picture(run_dir, dataset.x_train[folds[0][1]])
-            report.build(run_dir, dataset.x_train, dataset.x_test)
+            _autoencoder_picture(run_dir, ds.x_train[folds[0][1]])
+            report.build(run_dir, ds.x_train, ds.x_test)
             tracking.log_run(cfg, run_dir, ens.metrics)
     log.info("results in %s (report.md)\n%s\nsubmission: %s", run_dir, ensemble.summary(ens), run_dir / rundir.SUBMISSION)
     return ens
 
 
-def _train_here(cfg: DictConfig, data: FoldData, strategy: tf.distribute.Strategy, run_dir: Path, clock: RunClock,
-                precision: str, deadline: FoldDeadline | None) -> None:
+def _train_here(cfg: DictConfig, data: FoldData, place: Placement, run_dir: Path, clock: RunClock,
+                deadline: FoldDeadline | None) -> None:
     """Train fold `data.fold` in this process, unless another process holds it or has finished it."""
     k = data.fold
     fdir = rundir.fold_dir(run_dir, k)
@@ -162,24 +243,25 @@ def _train_here(cfg: DictConfig, data: FoldData, strategy: tf.distribute.Strateg
             return
         if rundir.load_complete(run_dir, k) is not None:  # finished by another process meanwhile
             return
-        result = train_fold(data, cfg, strategy, fdir, clock, precision, deadline)
+        result = train_fold(data, cfg, place, fdir, clock, deadline)
     log.info("%s", fold_line(result, cfg.fold))
 
 
-def _plan(cfg: DictConfig, run_dir: Path, data: FoldData, test_rows: int, todo: list[int],
-          strategy: tf.distribute.Strategy, precision: str, jobs: int, limit: float, epochs_given: bool) -> Plan:
+def _plan(cfg: DictConfig, work: Work, inputs: Inputs, place: Placement, limit: float, epochs_given: bool) -> Plan:
     """The run's time_limit plan: the one recorded in the run dir, or a new one from a calibration
-    on `data`, the first fold to train."""
-    recorded = rundir.read_plan(run_dir)
+    on the first fold to train."""
+    recorded = rundir.read_plan(work.run_dir)
     if recorded:
         return Plan.from_dict(recorded)
-    if multi_worker.is_multi_worker(strategy):
+    if place.runtime.distribution == "multi_worker":
         raise UserError("time_limit is not supported with strategy=multi_worker (the workers would plan apart): set epochs instead")
+    data = inputs.fold(work.todo[0])
     startup = time.time() - STARTED
-    rates = budget.calibrate(lambda: compile_model(data, cfg, strategy, precision), data, cfg)
-    rows = {"train": len(data.x_train), "val": len(data.x_val), "test": test_rows}
-    return budget.make_plan(limit, startup, time.time() - STARTED, rates, len(todo), jobs, rows, cfg.batch_size, cfg.tta,
-                            cfg.epochs, cfg.epochs if epochs_given else None)
+    rates = budget.calibrate(lambda: compile_model(data, cfg, place), data, cfg)
+    rows = {"train": len(data.x_train), "val": len(data.x_val), "test": len(inputs.dataset.x_test)}
+    jobs = max(1, min(place.runtime.fold_jobs, len(work.todo)))
+    return budget.make_plan(limit, startup, time.time() - STARTED, rates, len(work.todo), jobs, rows, cfg.batch_size,
+                            cfg.tta, cfg.epochs, cfg.epochs if epochs_given else None)
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:
@@ -198,7 +280,7 @@ def _record(run_dir: Path, plan: Plan) -> Plan:
 
 def _autoencoder_picture(run_dir: Path, val_images) -> None:
     """For a model with an autoencoder: fold 0's inputs above their reconstructions, and its MSE."""
-    model = keras.models.load_model(rundir.fold_dir(run_dir, 0) / rundir.MODEL, compile=False)
+    model = load_model(rundir.fold_dir(run_dir, 0) / rundir.MODEL, compile=False)
     recon = reconstruct(model, val_images)
     if recon is None:
         return
@@ -260,7 +342,7 @@ def parallel_jobs_of(hc) -> int:
     """How many jobs of this sweep run at once on this machine (joblib launcher), else 1."""
     if hc.mode != RunMode.MULTIRUN or "n_jobs" not in hc.launcher:
         return 1
-    n, cores = int(hc.launcher.n_jobs), cpu_cores()
+    n, cores = int(hc.launcher.n_jobs), joblib.cpu_count()
     return max(1, cores + 1 + n if n < 0 else n)
 
 

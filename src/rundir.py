@@ -92,6 +92,7 @@ LABELS = "labels.json"  # in each export version, beside saved_model.pb: the lab
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
+    "jit_compile",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)
@@ -256,26 +257,34 @@ def exports(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def identity(cfg: DictConfig, digests: dict[str, str], pseudo: dict | None = None) -> dict:
-    """The run's identity: every config key that changes results, the data it was trained on, and
-    the pseudo-labels' source when it has one."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+def identity(cfg: DictConfig, digests: dict[str, str], pseudo: dict | None = None, resolved: dict | None = None) -> dict:
+    """The run's identity: every config key that changes results (with what the data resolved,
+    `resolved`: {"data.image_shape": ..., "data.num_classes": ...}), the data it was trained on,
+    and the pseudo-labels' source when it has one."""
+    flat = {**flatten(OmegaConf.to_container(cfg, resolve=True)), **(resolved or {})}
     keys = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
     return {"config": keys, "data": dict(digests), **({"pseudo": pseudo} if pseudo else {})}
 
 
-def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> None:
+def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], resolved: dict | None = None,
+          runtime: dict | None = None) -> None:
     """Record the run's identity in `run_dir`, or check it against the one recorded there.
 
     Refuses (UserError) a run dir that belongs to other data, or whose recorded config differs in
-    a key that changes results, naming the keys. Safe when several fold jobs start at once.
+    a key that changes results, naming the keys. Safe when several fold jobs start at once. The
+    record holds the config with what the data resolved (`resolved`, dotted keys) and the
+    runtime it started on (src.runtime's record).
     """
     path = run_dir / RUN
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in (resolved or {}).items():
+        _set(config, key, value)
     record = {
         **ident,
         "rows": rows,
-        "resolved_config": OmegaConf.to_container(cfg, resolve=True),
+        "resolved_config": config,
         "versions": package_versions(),
+        **({"runtime": runtime} if runtime else {}),
     }
     if write_once(path, record):
         log.info("new run in %s", run_dir)
@@ -301,6 +310,33 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int]) -> 
         )
     if recorded.get("versions") != record["versions"]:
         log.warning("package versions differ from the ones %s was started with (%s)", run_dir, path)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def recorded_runtime(run_dir: Path) -> dict:
+    """The runtime a run dir was started on (run.json's "runtime"); for one started before it was
+    recorded (2026-12), the precision its complete folds trained in, if any; {} for a new run."""
+    try:
+        record = json.loads((Path(run_dir) / RUN).read_text())
+    except (OSError, ValueError):
+        return {}
+    if isinstance(record, dict) and isinstance(record.get("runtime"), dict):
+        return record["runtime"]
+    folds = int(record.get("resolved_config", {}).get("fold", 0)) if isinstance(record, dict) else 0
+    for k in range(folds):
+        try:
+            precision = json.loads((fold_dir(run_dir, k) / DONE).read_text()).get("precision")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if precision:
+            return {"precision": precision}
+    return {}
 
 
 def write_once(path: Path, record: dict) -> bool:

@@ -224,6 +224,7 @@ class Cv:
     label_smoothing: float
     fold_index: Any  # null, a fold or a list of folds
     precision: str
+    jit_compile: Any  # auto, true or false
     verbose: bool
     steps_per_execution: int
     deterministic: bool

@@ -6,7 +6,7 @@ importing this package registers the custom layers that saved models name: both 
 what older run dirs need, so the names below stay.
 """
 from src.models.builders import autoencoder_classifier, convbn, kfold_cnn, mlp, simple_cnn, softmax
-from src.models.layers import FusedBatchNorm, ReconstructionLoss
+from src.models.layers import BatchNormalization, FusedBatchNorm, ReconstructionLoss, load_model
 
 __all__ = ["autoencoder_classifier", "convbn", "kfold_cnn", "mlp", "simple_cnn", "softmax",
-           "FusedBatchNorm", "ReconstructionLoss"]
+           "BatchNormalization", "FusedBatchNorm", "ReconstructionLoss", "load_model"]

@@ -78,11 +78,11 @@ def convbn(input_shape: tuple[int, int, int], num_classes: int, dropout: float =
     x = layers.Rescaling(1.0 / 256)(inputs)
     for filters, kernel, strides in ((12, 3, 1), (24, 6, 2), (32, 6, 2)):
         x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, scale=False)(x)
+        x = batch_norm(bn_momentum, scale=False)(x)
         x = layers.Activation("relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(200, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, scale=False)(x)
+    x = batch_norm(bn_momentum, scale=False)(x)
     x = layers.Activation("relu")(x)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)

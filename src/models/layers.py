@@ -7,21 +7,47 @@ Loading a saved model needs this module imported (`import src.models` does it).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import layers
+
+from src.runtime import current
 
 
 @keras.saving.register_keras_serializable(package="src")
-class FusedBatchNorm(layers.BatchNormalization):
-    """BatchNormalization of NHWC images by TensorFlow's fused kernel, for a single replica.
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization whose synchronisation over replicas comes from the runtime and is
+    never saved, so a model trained under MirroredStrategy loads on every backend (Keras refuses
+    `synchronized=True` outside TensorFlow). Its class name keeps Keras's weight paths
+    (`batch_normalization_<n>`), so fold state saved with Keras's own layer still loads."""
+
+    def __init__(self, *args, synchronized: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Several replicas keep one set of statistics: each replica's own would leave the saved
+        # model with the first replica's only (its accuracy then differs from fit's val_accuracy).
+        self.synchronized = current().batch_norm == "synchronized"
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "synchronized": False}
+
+
+@keras.saving.register_keras_serializable(package="src")
+class FusedBatchNorm(BatchNormalization):
+    """BatchNormalization of NHWC images by TensorFlow's fused kernel where the runtime says so
+    (TensorFlow, one replica); Keras's own computation elsewhere (several replicas, JAX).
 
     Keras 3 normalises in separate element-wise passes; on a 2-core CPU that costs about a
     quarter of the default CNN's training step, and the fused kernel gives most of it back.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fused = current().batch_norm == "fused"
+
     def call(self, inputs, training=None, mask=None):
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center):
+        if (not self._fused or len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center)
+                or mask is not None):
             return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # only the fused path needs it; a JAX process never gets here
+
         if training:
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(
                 inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
@@ -37,13 +63,20 @@ class FusedBatchNorm(layers.BatchNormalization):
         return y
 
 
-def batch_norm(momentum: float) -> layers.BatchNormalization:
-    # With several replicas each one would keep its own moving statistics and the saved model
-    # only the first replica's (its accuracy then differs from the val_accuracy seen in fit),
-    # so they are synchronised; the fused kernel cannot be, and serves the single-replica case.
-    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        return layers.BatchNormalization(momentum=momentum, synchronized=True)
-    return FusedBatchNorm(momentum=momentum)
+def batch_norm(momentum: float, scale: bool = True) -> BatchNormalization:
+    """The one BatchNorm of every model: TensorFlow's fused kernel on one replica, statistics
+    synchronised over several, Keras's own on JAX (src.runtime decides). The class stays the same
+    whatever the runtime, so a fold's weights load on other hardware: FusedBatchNorm where it can
+    apply (scale and offset), else BatchNormalization (convbn's offset-only layers)."""
+    if scale:
+        return FusedBatchNorm(momentum=momentum)
+    return BatchNormalization(momentum=momentum, scale=False)
+
+
+def load_model(path, **kwargs) -> keras.Model:
+    """A saved fold model, on whatever runtime it was trained (safe mode stays on: a Lambda layer
+    in a stranger's file is refused). The one place fold models are loaded."""
+    return keras.models.load_model(path, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="src")

@@ -24,6 +24,7 @@ from src import models  # noqa: F401  (registers the custom layers the fold mode
 from src import rundir
 from src.errors import UserError
 from src.files import write_json
+from src.models import load_model
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def load_folds(run_dir: Path) -> tuple[list[keras.Model], dict]:
     folds = int(config["fold"])
     loaded = []
     for k in range(folds):
-        model = keras.models.load_model(rundir.fold_dir(run_dir, k) / rundir.MODEL, compile=False)
+        model = load_model(rundir.fold_dir(run_dir, k) / rundir.MODEL, compile=False)
         loaded.append(keras.Model(model.inputs[0], model.outputs[0], name=f"fold_{k}"))  # unique names in the ensemble
     return loaded, config
 

@@ -55,18 +55,30 @@ class FoldCheckpoint(keras.callbacks.Callback):
         write_csv(self.dir.parent / rundir.HISTORY, pd.DataFrame(state["history"]))
 
 
-def restore(model: keras.Model, state_dir: Path, fold: int) -> dict:
-    """Load the state an interrupted run left in `state_dir` into `model`; a fresh state if none.
+def saved_precision(state_dir: Path) -> str | None:
+    """The dtype policy an interrupted fold's state was trained in (None: no state, or one saved
+    before 2026-12, which did not record it)."""
+    try:
+        return json.loads((state_dir / rundir.STATE).read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def restore(model: keras.Model, state_dir: Path, fold: int, precision: str) -> dict:
+    """Load the state an interrupted run left in `state_dir` into `model`; a fresh state (in
+    `precision`, the model's dtype policy) if none.
 
     A state whose files are missing or do not match their recorded hashes (a damaged disk, a
     copy cut short) is reported and dropped: the fold then starts again from epoch 0.
     """
-    fresh = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": []}
+    fresh = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": [], "precision": precision}
     path = state_dir / rundir.STATE
     if not path.exists():
         return fresh
     try:
         state = json.loads(path.read_text())
+        if state.setdefault("precision", precision) != precision:  # src.training.fold resumes it in its own
+            raise ValueError(f"it was trained in {state['precision']}, the model is built in {precision}")
         for kind in ("last", "best"):
             if sha256(state_dir / state[f"{kind}_file"]) != state[f"{kind}_sha256"]:
                 raise ValueError(f"{state[f'{kind}_file']} does not match its recorded SHA-256")

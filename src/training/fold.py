@@ -4,6 +4,7 @@ validation rows and the test set with the best epoch; commit the fold's files, d
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -21,12 +22,14 @@ from src.files import atomic_write, remove_stale_temps
 from src.inputs import pipeline
 from src.inputs.folds import FoldData
 from src.models.inference import predict
+from src.models.layers import load_model
 from src.rundir import FoldResult
 from src.errors import UserError
+from src.runtime import Runtime
 from src.training import multi_worker, schedules
 from src.training.budget import Deadline, FoldDeadline
 from src.training.callbacks import Progress, RunClock, tensorboard
-from src.training.checkpoint import FoldCheckpoint, restore
+from src.training.checkpoint import FoldCheckpoint, restore, saved_precision
 from src.training.scheduler import Regroup, regroup_requested
 
 log = logging.getLogger(__name__)
@@ -41,42 +44,62 @@ class FoldPredictions:
     test: np.ndarray
 
 
-def train_fold(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, fold_dir: Path, clock: RunClock,
-               precision: str = "float32", deadline: FoldDeadline | None = None) -> FoldResult:
+@dataclass(frozen=True)
+class Placement:
+    """Where a fold trains: the process's runtime and the live tf.distribute strategy it chose."""
+
+    runtime: Runtime
+    strategy: tf.distribute.Strategy
+
+
+def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path, clock: RunClock,
+               deadline: FoldDeadline | None = None) -> FoldResult:
     """Fit fold `data.fold` into `fold_dir` and return its result; resumes from `fold_dir/train/`
-    when an earlier process left state there. `precision` is a Keras dtype policy name
-    (`src.training.strategy.resolve_precision`); with a `deadline`, training stops
-    early rather than miss it (src.training.budget)."""
+    when an earlier process left state there, in the precision that state was trained in; with a
+    `deadline`, training stops early rather than miss it (src.training.budget)."""
     start = time.perf_counter()
     state_dir = fold_dir / rundir.TRAIN_STATE
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(fold_dir, anyone=True)  # the caller holds the fold's lock
     remove_stale_temps(state_dir, anyone=True)
-    model, state = build(data, cfg, strategy, precision, state_dir)
+    place = fold_placement(place, saved_precision(state_dir), data.fold)
+    model, state = build(data, cfg, place, state_dir)
     earlier_seconds = state.get("seconds", 0.0)
     clock.total -= state["epoch"]
-    fit(model, data, cfg, strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline))
-    model = best_model(model, state_dir, state, strategy, data.fold)
+    fit(model, data, cfg, place.strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline))
+    runtime = {**place.runtime.record(), "jit_compile": model.jit_compile}  # as Keras resolved "auto"
+    model = best_model(model, state_dir, state, place.strategy, data.fold)
     predictions = predict_fold(model, data, cfg)
-    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start, precision)
+    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start, runtime)
 
 
-def build(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str,
-          state_dir: Path) -> tuple[keras.Model, dict]:
-    """The compiled model under `strategy`, with the fold's saved state loaded when there is one."""
-    model = compile_model(data, cfg, strategy, precision)
-    with strategy.scope():
-        state = restore(model, state_dir, data.fold)
+def fold_placement(place: Placement, saved: str | None, fold: int) -> Placement:
+    """A fold never mixes precisions: one resumed from state saved in another precision goes on in
+    that one (loading it into another would silently reset the optimizer's moments)."""
+    if saved is None or saved == place.runtime.precision:
+        return place
+    log.warning("fold %d: its saved state was trained in %s, so it goes on in %s (this run's runtime says %s)",
+                fold, saved, saved, place.runtime.precision)
+    return dataclasses.replace(place, runtime=dataclasses.replace(place.runtime, precision=saved))
+
+
+def build(data: FoldData, cfg: DictConfig, place: Placement, state_dir: Path) -> tuple[keras.Model, dict]:
+    """The compiled model under the placement's strategy, with the fold's saved state loaded when there is one."""
+    model = compile_model(data, cfg, place)
+    with place.strategy.scope():
+        state = restore(model, state_dir, data.fold, place.runtime.precision)
     return model, state
 
 
-def compile_model(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, precision: str) -> keras.Model:
-    """A fresh model for fold `data.fold`, compiled with the config's optimizer, schedule and loss."""
+def compile_model(data: FoldData, cfg: DictConfig, place: Placement) -> keras.Model:
+    """A fresh model for fold `data.fold`, compiled with the config's optimizer, schedule and loss,
+    in the runtime's dtype policy (under mixed_float16 Keras wraps the optimizer in a
+    LossScaleOptimizer) and with its XLA choice."""
     keras.backend.clear_session()  # also resets the dtype policy, so set it after
-    keras.mixed_precision.set_global_policy(precision)
+    keras.mixed_precision.set_global_policy(place.runtime.precision)
     keras.utils.set_random_seed(cfg.seed + data.fold)
     steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
-    with strategy.scope():
+    with place.strategy.scope():
         model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
         model.compile(
             optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.learning_rate(cfg, steps),
@@ -85,6 +108,7 @@ def compile_model(data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strat
             # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
             weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             steps_per_execution=cfg.steps_per_execution,
+            jit_compile=place.runtime.jit_compile,
         )
     return model
 
@@ -167,7 +191,7 @@ def best_model(model: keras.Model, state_dir: Path, state: dict, strategy: tf.di
     best = state_dir / state["best_file"]
     model.load_weights(best)
     if multi_worker.is_multi_worker(strategy):  # every worker predicts everything, on its own
-        model = keras.models.load_model(best, compile=False)
+        model = load_model(best, compile=False)
     return model
 
 
@@ -181,7 +205,7 @@ def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPre
 
 
 def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: dict, seconds: float,
-           precision: str) -> FoldResult:
+           runtime: dict) -> FoldResult:
     """Write the fold's best model and its predictions, then done.json (the fold is complete),
     and drop its training state."""
     state_dir = fold_dir / rundir.TRAIN_STATE
@@ -193,10 +217,11 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: 
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
-                                    "best_epoch": best_epoch, "seconds": round(seconds, 1), "precision": precision})
+                                    "best_epoch": best_epoch, "seconds": round(seconds, 1), "precision": runtime["precision"],
+                                    "runtime": runtime})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
-                      seconds, predictions.val_plain, precision)
+                      seconds, predictions.val_plain, runtime["precision"])
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

@@ -175,3 +175,53 @@ def test_full_disk_or_unwritable_run_dir_is_refused_before_training(tiny, tmp_pa
     assert proc.returncode != 0 and message in proc.stderr
     assert "fold 0 of 2 epoch" not in proc.stderr + proc.stdout
     assert not list(run_dir.glob("fold_*"))
+
+
+def test_a_run_started_on_other_hardware_resumes_in_its_recorded_precision(tiny, tmp_path):
+    """A run dir begun on two T4s (mixed_float16, MirroredStrategy) and resumed on this CPU: one line
+    says what changed, and every fold trains and is recorded in the precision the run began with
+    (loading float16 state into another policy would silently reset Adam's moments)."""
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
+    killed(args, KILL_MID_EPOCH.format(fold=0, epoch=2, batch=2))
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["runtime"]["device_kind"] == "cpu"
+    record["runtime"] = {"backend": "tensorflow", "device_kind": "gpu", "device_count": 2, "precision": "mixed_float16",
+                         "jit_compile": False, "distribution": "mirrored"}  # as a Kaggle T4 x2 session writes it
+    (run_dir / "run.json").write_text(json.dumps(record))
+    state_path = run_dir / "fold_0" / "train" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["epoch"] == 1 and state["precision"] != "mixed_float16"
+    state_path.write_text(json.dumps({**state, "precision": "mixed_float16"}))
+
+    run_cv(args)
+    log = (run_dir / "cv.log").read_text()
+    assert ("started on other hardware (device_kind: gpu → cpu, device_count: 2 → 1, distribution: mirrored → none): "
+            "it goes on in its recorded precision mixed_float16") in log
+    assert "fold 0: resuming after epoch 1" in log and "Skipping variable loading" not in log
+    for k in range(2):
+        done = json.loads((run_dir / f"fold_{k}" / "done.json").read_text())
+        assert done["precision"] == done["runtime"]["precision"] == "mixed_float16"
+        assert done["runtime"]["device_kind"] == "cpu"
+    check_run_dir(run_dir, folds=2)
+
+
+def test_a_fold_goes_on_in_the_precision_its_state_was_saved_in(tiny, tmp_path):
+    """An older run dir records no runtime: a fold whose state says another precision than this
+    machine's goes on in the state's, and the other folds train in this machine's."""
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", "precision=auto", f"hydra.run.dir={run_dir}"]
+    killed(args, KILL_MID_EPOCH.format(fold=0, epoch=2, batch=2))
+    record = json.loads((run_dir / "run.json").read_text())
+    here = record.pop("runtime")["precision"]
+    other = "float32" if here != "float32" else "mixed_bfloat16"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    state_path = run_dir / "fold_0" / "train" / "state.json"
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "precision": other}))
+
+    run_cv(args)
+    log = (run_dir / "cv.log").read_text()
+    assert f"fold 0: its saved state was trained in {other}, so it goes on in {other}" in log
+    assert "fold 0: resuming after epoch 1" in log
+    assert json.loads((run_dir / "fold_0" / "done.json").read_text())["precision"] == other
+    assert json.loads((run_dir / "fold_1" / "done.json").read_text())["precision"] == here
