@@ -36,7 +36,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import models  # noqa: F401  (registers the custom layers that saved fold models name)
-from src import rundir
+from src import recipe, rundir
 from src.cli import command
 from src.errors import UserError
 from src.files import write_json
@@ -362,6 +362,20 @@ def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
     return argv
 
 
+def with_recipe(cfg: DictConfig, hc, run_dir: Path) -> DictConfig:
+    """On a run dir with a run.json, the recipe it recorded with this command's given keys over
+    it (src.recipe); a recorded `_target_` outside the registry and conf/ is refused first."""
+    if not (run_dir / rundir.RUN).exists():
+        return cfg
+    record = rundir.read_record(run_dir)
+    defaults = hydra.compose(config_name=hc.job.config_name, overrides=[])
+    mine = OmegaConf.to_container(cfg, resolve=True)
+    dirs = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
+    allowed = recipe.conf_targets(dirs) | {t for _, t in recipe.targets(mine)}
+    recipe.check_targets(record["resolved_config"], allowed, f"{run_dir / rundir.RUN}: ")
+    return recipe.recorded(cfg, record, recipe.given_keys(cfg, defaults, hc.overrides.task))
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -376,6 +390,7 @@ def main(cfg: DictConfig) -> float | None:
     fresh = rundir.holds_nothing(run_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
+        cfg = with_recipe(cfg, hc, run_dir)
         epochs_given = any(_key(o) == "epochs" for o in hc.overrides.task)
         ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
     except UserError:

@@ -103,7 +103,6 @@ VOLATILE = (
 LATER_KEYS = {
     "time_limit": None,
     "label_smoothing": 0.0,
-    "schedule.kind": "exponential",
     "augment.elastic": 0.0,
     "augment.elastic_sigma": 4.0,
     "pseudo.threshold": 0.99,
@@ -262,8 +261,13 @@ def identity(cfg: DictConfig, digests: dict[str, str], pseudo: dict | None = Non
     `resolved`: {"data.image_shape": ..., "data.num_classes": ...}), the data it was trained on,
     and the pseudo-labels' source when it has one."""
     flat = {**flatten(OmegaConf.to_container(cfg, resolve=True)), **(resolved or {})}
-    keys = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
+    keys = {k: v for k, v in flat.items() if not is_volatile(k)}
     return {"config": keys, "data": dict(digests), **({"pseudo": pseudo} if pseudo else {})}
+
+
+def is_volatile(key: str) -> bool:
+    """Whether the dotted config `key` cannot change a run's results (VOLATILE)."""
+    return any(key == p or key.startswith(p + ".") for p in VOLATILE)
 
 
 def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], resolved: dict | None = None,
@@ -299,8 +303,7 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], res
             f"{run_dir} was trained with other pseudo-labels (recorded {recorded.get('pseudo')}, now "
             f"{ident.get('pseudo')}): resume it with its own pseudo.run_dir and pseudo.threshold, or choose another hydra.run.dir"
         )
-    old, new = recorded.get("config", {}), ident["config"]
-    old = {**{k: v for k, v in LATER_KEYS.items() if k in new}, **old}
+    old, new = upgrade(recorded.get("config", {}), new_keys=ident["config"].keys()), ident["config"]
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
     if changed:
         detail = ", ".join(f"{k}: {old.get(k, '<unset>')!r} → {new.get(k, '<unset>')!r}" for k in changed[:8])
@@ -310,6 +313,17 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], res
         )
     if recorded.get("versions") != record["versions"]:
         log.warning("package versions differ from the ones %s was started with (%s)", run_dir, path)
+
+
+def upgrade(flat: dict, new_keys=()) -> dict:
+    """A recorded config (dotted keys) in today's keys, with what the code did when it was
+    recorded: `schedule.kind: K` (before 2026-12) is `schedule._target_: src.training.schedules.K`,
+    and each of `new_keys` added since takes its LATER_KEYS value."""
+    flat = dict(flat)
+    if "schedule._target_" not in flat:
+        flat["schedule._target_"] = f"src.training.schedules.{flat.pop('schedule.kind', 'exponential')}"
+        flat["schedule._partial_"] = True
+    return {**{k: v for k, v in LATER_KEYS.items() if k in new_keys}, **flat}
 
 
 def _set(tree: dict, dotted: str, value) -> None:

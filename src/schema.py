@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, ValidationError
@@ -152,9 +152,11 @@ class Optimizer:
 
 @dataclass
 class Schedule:
-    """conf/schedule/*.yaml: how the learning rate moves from optimizer.learning_rate."""
+    """conf/schedule/*.yaml: a function of src.training.schedules (or a user's) by `_target_`,
+    finished per fold with the peak rate, the epochs and the steps per epoch (`_partial_`)."""
 
-    kind: str
+    _target_: str
+    _partial_: bool
 
 
 @dataclass
@@ -206,10 +208,11 @@ class Cv:
 
     extra: ClassVar[type] = CvExtra
     data: Data
-    model: Model
+    model: Any  # a node typed by its YAML file's schema, or open: a user's own family names its builder's arguments
     augment: Affine
     optimizer: Optimizer
-    schedule: Schedule
+    schedule: Any  # as model: a user's own schedule is one function and one YAML file
+    callbacks: Dict[str, Any]  # conf/callbacks/: name -> a Keras callback by `_target_`
     strategy: Strategy
     fold: int
     split: str

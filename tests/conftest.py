@@ -80,6 +80,14 @@ def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | 
     return proc
 
 
+def run_old_cv(code_dir: Path, args: list[str], prelude: str = "") -> subprocess.CompletedProcess:
+    """`python -m src.cv ARGS` with other code (its own src/ and conf/ in `code_dir`), after `prelude`."""
+    code = (f"{prelude}\nimport runpy, sys\nimport src\nassert src.__file__.startswith({str(code_dir)!r}), src.__file__\n"
+            f"sys.argv = ['src/cv.py'] + {args!r}\nrunpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=code_dir, env={**os.environ, "PYTHONPATH": str(code_dir)},
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="session")
 def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
     """One finished default run on the tiny data (2 folds × 2 epochs), logged to MLflow in

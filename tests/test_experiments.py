@@ -31,7 +31,7 @@ def test_experiment_config_is_its_recipe(name):
     assert cfg.optimizer._target_ == f"keras.optimizers.{optimizer}" and cfg.optimizer.learning_rate == lr
     assert cfg.schedule.get("decay") == decay and cfg.augment.enabled == augment
     if name == "kfold_cnn":  # the seed recipe exactly: nothing of the later options
-        assert (cfg.schedule.kind, cfg.label_smoothing, cfg.augment.elastic, cfg.time_limit) == ("exponential", 0.0, 0.0, None)
+        assert (cfg.schedule._target_, cfg.label_smoothing, cfg.augment.elastic, cfg.time_limit) == ("src.training.schedules.exponential", 0.0, 0.0, None)
         assert "use_ema" not in cfg.optimizer
     assert set(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")) == set(EXPERIMENTS)
     # the command line still wins over an experiment

@@ -20,17 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, snapshot, tiny_overrides
+from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, run_old_cv, snapshot, tiny_overrides
 
 ARCHIVES = sorted((Path(__file__).parent / "legacy").glob("*.tar.gz"))
-
-
-def run_old_cv(code_dir: Path, args: list[str], prelude: str) -> subprocess.CompletedProcess:
-    """`python -m src.cv ARGS` with the old code (its own src/ and conf/), after `prelude`."""
-    code = (f"{prelude}\nimport runpy, sys\nimport src\nassert src.__file__.startswith({str(code_dir)!r}), src.__file__\n"
-            f"sys.argv = ['src/cv.py'] + {args!r}\nrunpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=code_dir, env={**os.environ, "PYTHONPATH": str(code_dir)},
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("archive", ARCHIVES, ids=lambda p: p.name.split(".")[0])

@@ -32,6 +32,7 @@ from src.errors import UserError
 from src.inputs import pipeline
 from src.inputs.folds import FoldData
 from src.models.inference import predict
+from src.training import schedules
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def apply(plan: Plan, cfg: DictConfig) -> DictConfig:
     planned = OmegaConf.to_container(cfg, resolve=True)
     planned["epochs"] = plan.epochs
     schedule = planned["schedule"]
-    if schedule.get("kind", "exponential") == "exponential" and plan.epochs != plan.schedule_epochs:
+    if schedule.get("_target_") == schedules.EXPONENTIAL and plan.epochs != plan.schedule_epochs:
         schedule["decay"] = schedule["decay"] ** ((plan.schedule_epochs - 1) / max(plan.epochs - 1, 1))
     return OmegaConf.create(planned)
 

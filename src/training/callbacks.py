@@ -9,8 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import keras
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from src import rundir
+from src.errors import UserError
 from src.rundir import FoldResult
 
 log = logging.getLogger(__name__)
@@ -84,3 +87,15 @@ def tensorboard(run_dir: Path, fold: int) -> keras.callbacks.TensorBoard:
     return keras.callbacks.TensorBoard(
         log_dir=str(rundir.tensorboard_dir(run_dir, fold)), write_graph=False, profile_batch=0, update_freq="epoch"
     )
+
+
+def chosen_callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
+    """The config's optional callbacks (`callbacks`: name -> `_target_`, conf/callbacks/), in name order."""
+    found = []
+    for name, node in sorted((cfg.get("callbacks") or {}).items()):
+        made = instantiate(node, _convert_="all")
+        if not isinstance(made, keras.callbacks.Callback):
+            raise UserError(f"callbacks.{name}: {node.get('_target_')!r} gave a {type(made).__name__}, not a "
+                            "keras.callbacks.Callback: name a callback class in its _target_")
+        found.append(made)
+    return found

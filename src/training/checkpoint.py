@@ -5,6 +5,8 @@ While fold k trains, `fold_k/train/` holds:
     state.json              epoch reached, best epoch and val_accuracy so far, history rows
     last-<e>.weights.h5     weights and optimizer state after epoch e (to resume from)
     best-<e>.keras          the best model so far
+    <name>-<e>.npz          the state of a callback that keeps one (`checkpoint_name`,
+                            `state_arrays()`, `load_state_arrays()`: src.training.swa's average)
 
 Both files are written (atomically) before state.json is renamed over the old one, so a process
 killed at any moment resumes from the last finished epoch, with the learning-rate schedule, the
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 from src import rundir
@@ -27,11 +30,18 @@ log = logging.getLogger(__name__)
 
 
 class FoldCheckpoint(keras.callbacks.Callback):
-    """At each epoch's end: the best model so far, the latest weights, then state.json (the commit)."""
+    """At each epoch's end: the best model so far, the latest weights, the state of the callbacks
+    in `parts` (those with a `checkpoint_name`), then state.json (the commit). Made with a
+    resumed fold's state, it gives each part the arrays it left."""
 
-    def __init__(self, state_dir: Path, state: dict) -> None:
+    def __init__(self, state_dir: Path, state: dict, parts: list | None = None) -> None:
         super().__init__()
-        self.dir, self.state = state_dir, state
+        self.dir, self.state, self.parts = state_dir, state, list(parts or [])
+        for part in self.parts:
+            saved = state.get("parts", {}).get(part.checkpoint_name)
+            if saved:
+                with np.load(self.dir / saved["file"], allow_pickle=False) as arrays:
+                    part.load_state_arrays({k: arrays[k] for k in arrays.files})
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -46,13 +56,27 @@ class FoldCheckpoint(keras.callbacks.Callback):
         last = f"last-{e}.weights.h5"
         atomic_write(self.dir / last, self.model.save_weights)
         state.update(epoch=e, last_file=last, last_sha256=sha256(self.dir / last))
+        for part in self.parts:
+            name = f"{part.checkpoint_name}-{e}.npz"
+            atomic_write(self.dir / name, lambda tmp: _save_arrays(tmp, part.state_arrays()))
+            state.setdefault("parts", {})[part.checkpoint_name] = {"file": name, "sha256": sha256(self.dir / name)}
         state["history"].append(row)
         state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - self.start  # the row's seconds miss the writes
         write_json(self.dir / rundir.STATE, state)
         for old in self.dir.iterdir():
-            if old.name not in (rundir.STATE, state["best_file"], state["last_file"]):
+            if old.name not in (rundir.STATE, state["best_file"], state["last_file"], *kept_parts(state)):
                 old.unlink(missing_ok=True)
         write_csv(self.dir.parent / rundir.HISTORY, pd.DataFrame(state["history"]))
+
+
+def kept_parts(state: dict) -> list[str]:
+    """The files of the callbacks' states that `state` commits."""
+    return [saved["file"] for saved in state.get("parts", {}).values()]
+
+
+def _save_arrays(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
+        np.savez(f, **arrays)
 
 
 def saved_precision(state_dir: Path) -> str | None:
@@ -79,9 +103,10 @@ def restore(model: keras.Model, state_dir: Path, fold: int, precision: str) -> d
         state = json.loads(path.read_text())
         if state.setdefault("precision", precision) != precision:  # src.training.fold resumes it in its own
             raise ValueError(f"it was trained in {state['precision']}, the model is built in {precision}")
-        for kind in ("last", "best"):
-            if sha256(state_dir / state[f"{kind}_file"]) != state[f"{kind}_sha256"]:
-                raise ValueError(f"{state[f'{kind}_file']} does not match its recorded SHA-256")
+        saved = [(state[f"{kind}_file"], state[f"{kind}_sha256"]) for kind in ("last", "best")]
+        for name, hashed in saved + [(p["file"], p["sha256"]) for p in state.get("parts", {}).values()]:
+            if sha256(state_dir / name) != hashed:
+                raise ValueError(f"{name} does not match its recorded SHA-256")
         model.optimizer.build(model.trainable_variables)
         model.load_weights(state_dir / state["last_file"])
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -28,7 +28,7 @@ from src.errors import UserError
 from src.runtime import Runtime
 from src.training import multi_worker, schedules
 from src.training.budget import Deadline, FoldDeadline
-from src.training.callbacks import Progress, RunClock, tensorboard
+from src.training.callbacks import Progress, RunClock, chosen_callbacks, tensorboard
 from src.training.checkpoint import FoldCheckpoint, restore, saved_precision
 from src.training.scheduler import Regroup, regroup_requested
 
@@ -66,11 +66,12 @@ def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path
     model, state = build(data, cfg, place, state_dir)
     earlier_seconds = state.get("seconds", 0.0)
     clock.total -= state["epoch"]
-    fit(model, data, cfg, place.strategy, state["epoch"], callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline))
+    found = callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline)
+    fit(model, data, cfg, place.strategy, state["epoch"], found)
     runtime = {**place.runtime.record(), "jit_compile": model.jit_compile}  # as Keras resolved "auto"
-    model = best_model(model, state_dir, state, place.strategy, data.fold)
-    predictions = predict_fold(model, data, cfg)
-    return commit(fold_dir, data, predictions, state, earlier_seconds + time.perf_counter() - start, runtime)
+    final = final_model(model, found, data, state_dir, state, place.strategy)
+    predictions = predict_fold(final.model, data, cfg)
+    return commit(fold_dir, data, predictions, final, earlier_seconds + time.perf_counter() - start, runtime)
 
 
 def fold_placement(place: Placement, saved: str | None, fold: int) -> Placement:
@@ -102,7 +103,7 @@ def compile_model(data: FoldData, cfg: DictConfig, place: Placement) -> keras.Mo
     with place.strategy.scope():
         model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
         model.compile(
-            optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.learning_rate(cfg, steps),
+            optimizer=instantiate(cfg.optimizer)(learning_rate=schedules.build(cfg, steps).learning_rate,
                                                  **schedules.averaging(cfg, steps)),
             loss=_loss(cfg),
             # weighted, so padded validation rows (weight 0) don't count; argmax-based whatever the loss
@@ -124,18 +125,20 @@ def _loss(cfg: DictConfig) -> str | keras.losses.Loss:
 
 def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, state: dict,
               clock: RunClock, deadline: FoldDeadline | None = None) -> list[keras.callbacks.Callback]:
-    """The learning-rate schedule, EMA weights, the per-epoch checkpoint, the time limit's
-    deadline, and the optional logs."""
-    found = schedules.callbacks(cfg)
+    """The learning-rate schedule's, the config's own (`callbacks`, conf/callbacks/), EMA weights,
+    and the framework's, which no config can remove: the per-epoch checkpoint, the time limit's
+    deadline, the optional logs and the regroup check."""
+    steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
+    chosen = chosen_callbacks(cfg)
+    found = schedules.build(cfg, steps).callbacks + chosen
     if cfg.optimizer.get("use_ema"):
         found.append(EMAWeights(resumed=state["epoch"] > 0))
-    found.append(FoldCheckpoint(state_dir, state))
+    found.append(FoldCheckpoint(state_dir, state, [c for c in chosen if hasattr(c, "checkpoint_name")]))
     if deadline is not None:
         found.append(Deadline(data.fold, deadline))
     if cfg.tensorboard:
         found.append(tensorboard(run_dir, data.fold))
     if cfg.verbose:
-        steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
         found.append(Progress(data.fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
     found.append(RegroupCheck(state_dir.parent, cfg.epochs))  # after FoldCheckpoint: the epoch is committed
     return found
@@ -184,6 +187,29 @@ def fit(model: keras.Model, data: FoldData, cfg: DictConfig, strategy: tf.distri
     )
 
 
+@dataclass(frozen=True)
+class FinalModel:
+    """The fold's model, the file it is saved in, and what done.json says of it."""
+
+    model: keras.Model
+    path: Path
+    summary: dict
+
+
+def final_model(model: keras.Model, found: list, data: FoldData, state_dir: Path, state: dict,
+                strategy: tf.distribute.Strategy) -> FinalModel:
+    """The fold's model: the one a callback finishes (`finish(model, images)`: SWA's average),
+    else the best epoch's."""
+    for callback in found:
+        said = callback.finish(model, data.x_train) if hasattr(callback, "finish") else None
+        if said:
+            path = state_dir / f"{callback.checkpoint_name}.keras"
+            atomic_write(path, model.save)
+            return FinalModel(model, path, {"best_epoch": state["epoch"], **said})
+    return FinalModel(best_model(model, state_dir, state, strategy, data.fold), state_dir / state["best_file"],
+                      {"best_epoch": state["best_epoch"]})
+
+
 def best_model(model: keras.Model, state_dir: Path, state: dict, strategy: tf.distribute.Strategy, fold: int) -> keras.Model:
     """The model with the best epoch's weights."""
     if "best_file" not in state:
@@ -204,12 +230,12 @@ def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPre
     return FoldPredictions(val, val_plain, test)
 
 
-def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: dict, seconds: float,
+def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: FinalModel, seconds: float,
            runtime: dict) -> FoldResult:
-    """Write the fold's best model and its predictions, then done.json (the fold is complete),
-    and drop its training state."""
+    """Write the fold's model and its predictions, then done.json (the fold is complete), and
+    drop its training state."""
     state_dir = fold_dir / rundir.TRAIN_STATE
-    best, best_epoch = state_dir / state["best_file"], state["best_epoch"]
+    best, best_epoch = final.path, final.summary.get("best_epoch", 0)
     accuracy = float(np.mean(predictions.val.argmax(1) == data.y_val))
     accuracy_plain = float(np.mean(predictions.val_plain.argmax(1) == data.y_val))
     atomic_write(fold_dir / rundir.MODEL, lambda tmp: shutil.copyfile(best, tmp))
@@ -217,8 +243,8 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, state: 
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
-                                    "best_epoch": best_epoch, "seconds": round(seconds, 1), "precision": runtime["precision"],
-                                    "runtime": runtime})
+                                    "best_epoch": best_epoch, **final.summary, "seconds": round(seconds, 1),
+                                    "precision": runtime["precision"], "runtime": runtime})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
                       seconds, predictions.val_plain, runtime["precision"])

@@ -1,38 +1,73 @@
-"""Learning-rate schedules (`schedule=NAME`, conf/schedule/): the seed recipe's epoch-wise
-exponential decay, or a per-step warm-up then cosine decay laid over exactly the run's steps.
+"""Learning-rate schedules (`schedule=NAME`, conf/schedule/), built from their `_target_`.
 
-Both continue where a resumed fold left off: the exponential one is set from the epoch number,
-the cosine one from the optimizer's step count, which the fold's checkpoint keeps.
+A schedule's config names a function here (or a `keras.optimizers.schedules` class) and its
+arguments; the fold finishes it with what only the run knows: the peak rate
+(`optimizer.learning_rate`), the epochs and the steps per epoch. It gives the rate the optimizer
+starts with and the callbacks that move or record it, so history.csv has each epoch's rate.
+
+Both built-in ones continue where a resumed fold left off: the exponential one is set from the
+epoch number, the cosine one from the optimizer's step count, which the fold's checkpoint keeps.
+A user's own schedule is one function with the signature of `exponential` in a module of theirs,
+named by `_target_` in a YAML file of conf/schedule/.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import keras
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.errors import UserError
 
-KINDS = ("exponential", "cosine")
+EXPONENTIAL = "src.training.schedules.exponential"
+SCHEDULES = ("exponential", "cosine")  # what a config may name here (src.recipe's registry)
+LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 
 
-def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """What the optimizer starts with: the peak rate (an epoch-wise schedule sets it per epoch,
-    `callbacks`) or a per-step schedule over `cfg.epochs` × `steps_per_epoch` steps."""
-    kind, peak = cfg.schedule.get("kind", "exponential"), cfg.optimizer.learning_rate
-    if kind not in KINDS:
-        raise UserError(f"schedule.kind={kind!r} is not one of {KINDS}")
-    if kind == "exponential":
-        return peak
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(round(cfg.schedule.warmup * total), total - 1)
-    if not 0 <= cfg.schedule.warmup < 1:
-        raise UserError(f"schedule.warmup={cfg.schedule.warmup}: give the warm-up's share of the steps, from 0 up to 1")
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak * cfg.schedule.start if warmup else peak,
-        decay_steps=total - warmup,
-        alpha=cfg.schedule.final,
-        warmup_target=peak if warmup else None,
-        warmup_steps=warmup,
+@dataclass(frozen=True)
+class Rate:
+    """What a schedule gives a fold: the optimizer's starting rate and the callbacks that move or record it."""
+
+    learning_rate: LearningRate
+    callbacks: list = field(default_factory=list)
+
+
+def exponential(peak: float, epochs: int, steps_per_epoch: int, decay: float = 1.0) -> Rate:
+    """The seed recipe's epoch-wise decay: rate at epoch e = peak · decay^e (decay 1: constant)."""
+    return Rate(peak, [keras.callbacks.LearningRateScheduler(lambda epoch: peak * decay**epoch)])
+
+
+def cosine(peak: float, epochs: int, steps_per_epoch: int, warmup: float = 0.05, start: float = 0.1,
+           final: float = 0.01) -> Rate:
+    """Per step: a linear warm-up from start · peak over the first `warmup` share of the run's
+    steps, then a cosine decay to final · peak at its last step."""
+    if not 0 <= warmup < 1:
+        raise UserError(f"schedule.warmup={warmup}: give the warm-up's share of the steps, from 0 up to 1")
+    total = epochs * steps_per_epoch
+    steps = min(round(warmup * total), total - 1)
+    rate = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak * start if steps else peak,
+        decay_steps=total - steps,
+        alpha=final,
+        warmup_target=peak if steps else None,
+        warmup_steps=steps,
     )
+    return Rate(rate, [RecordRate()])
+
+
+def build(cfg: DictConfig, steps_per_epoch: int) -> Rate:
+    """The config's schedule for a fold of `steps_per_epoch` steps: a `_partial_` target is
+    finished with the peak rate, the epochs and the steps; a Keras schedule object is taken as it is."""
+    made = instantiate(cfg.schedule, _convert_="all")
+    if callable(made) and not isinstance(made, keras.optimizers.schedules.LearningRateSchedule):
+        made = made(peak=cfg.optimizer.learning_rate, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    if isinstance(made, keras.optimizers.schedules.LearningRateSchedule):
+        return Rate(made, [RecordRate()])
+    if not isinstance(made, Rate):
+        raise UserError(f"schedule._target_={cfg.schedule.get('_target_')!r} gave a {type(made).__name__}: name a "
+                        "function that returns src.training.schedules.Rate, or a keras.optimizers.schedules class")
+    return made
 
 
 def averaging(cfg: DictConfig, steps_per_epoch: int) -> dict:
@@ -46,16 +81,7 @@ def averaging(cfg: DictConfig, steps_per_epoch: int) -> dict:
     return {"ema_momentum": min(cfg.optimizer.get("ema_momentum", 0.99), max(0.0, 1 - 10 / total))}
 
 
-def callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
-    """The callbacks that set (epoch-wise) or record (per-step) each epoch's learning rate in the
-    epoch's logs, so that history.csv has it."""
-    if cfg.schedule.get("kind", "exponential") == "exponential":
-        base_lr, decay = cfg.optimizer.learning_rate, cfg.schedule.decay
-        return [keras.callbacks.LearningRateScheduler(lambda epoch: base_lr * decay**epoch)]
-    return [_RecordRate()]
-
-
-class _RecordRate(keras.callbacks.Callback):
+class RecordRate(keras.callbacks.Callback):
     """Puts the optimizer's learning rate at the epoch's end into its logs."""
 
     def on_epoch_end(self, epoch, logs=None):

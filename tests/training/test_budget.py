@@ -78,7 +78,7 @@ def test_the_exponential_schedule_is_laid_over_the_planned_epochs():
 def test_the_cosine_schedule_spans_exactly_the_planned_steps():
     cfg = compose_config(["schedule=cosine", "epochs=7"])
     steps = 30
-    rate = schedules.learning_rate(cfg, steps)
+    rate = schedules.build(cfg, steps).learning_rate
     peak, total = cfg.optimizer.learning_rate, 7 * steps
     warmup = round(cfg.schedule.warmup * total)
     assert float(rate(0)) == pytest.approx(peak * cfg.schedule.start)
