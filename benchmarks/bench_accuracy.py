@@ -12,6 +12,7 @@ to the written submission and report:
     seed_10m, seed_20m   experiment=kfold_cnn (the 2020 recipe), its epochs planned for the limit
     new_10m, new_20m, new_60m   the new recipe (--new, default experiment=cnn_cosine_ema)
     pseudo_20m           a 20-min second stage of the new recipe on new_20m's confident test predictions
+    swa_20m              the seed recipe with stochastic weight averaging (callbacks=swa)
 
 Finished rows are kept in `--out/results.json` and not run again (delete a row's entry and run
 dir to measure it again). Each row should run alone on the machine. Prints a table with the wall
@@ -41,6 +42,7 @@ ROWS = {  # name: (recipe, limit, pseudo source row)
     "new_20m": ("new", "20m", None),
     "new_60m": ("new", "60m", None),
     "pseudo_20m": ("new", "20m", "new_20m"),
+    "swa_20m": ("swa", "20m", None),
 }
 
 
@@ -79,8 +81,8 @@ def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int) -
     recipe, limit, source = ROWS[name]
     run_dir = out / "runs" / name
     args = [f"data.{k}={v}" for k, v in files.items()] + [
-        f"fold={fold}", f"time_limit={limit}", f"experiment={'kfold_cnn' if recipe == 'seed' else new}",
-        f"hydra.run.dir={run_dir}"]
+        f"fold={fold}", f"time_limit={limit}", f"experiment={new if recipe == 'new' else 'kfold_cnn'}",
+        *(["callbacks=swa"] if recipe == "swa" else []), f"hydra.run.dir={run_dir}"]
     if source:
         args.append(f"pseudo.run_dir={out / 'runs' / source}")
     print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
@@ -90,7 +92,7 @@ def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int) -
     if proc.returncode != 0:
         sys.exit(f"{name} failed (exit {proc.returncode}); the same command resumes it")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"recipe": new if recipe == "new" else "kfold_cnn", "limit": limit, "seconds": round(seconds, 1),
+    return {"recipe": {"new": new, "swa": "kfold_cnn + callbacks=swa"}.get(recipe, "kfold_cnn"), "limit": limit, "seconds": round(seconds, 1),
             "cv_mean": metrics["cv_mean"], "oof_accuracy": metrics["oof_accuracy"],
             "holdout_accuracy": metrics["test_accuracy"], "epochs": metrics.get("time_limit", {}).get("epochs"),
             "pseudo_rows": metrics.get("pseudo", {}).get("rows"), "source": source, "machine": machine()}
