@@ -318,9 +318,9 @@ def run_dir_of(hc) -> Path:
     if hc.mode != RunMode.MULTIRUN:
         return own
     task = list(hc.overrides.task)
-    if not any(_key(o) == "fold_index" for o in task):
+    if not any(recipe.override_key(o) == "fold_index" for o in task):
         return own
-    rest = sorted(o for o in task if _key(o) != "fold_index")
+    rest = sorted(o for o in task if recipe.override_key(o) != "fold_index")
     if not rest:
         return Path(hc.sweep.dir)
     return Path(hc.sweep.dir) / safe_name(",".join(rest))
@@ -349,8 +349,8 @@ def parallel_jobs_of(hc) -> int:
 def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
     """`(k, threads) -> argv`: this run's own command line, narrowed to fold k in `run_dir`."""
     own = {"fold_index", "jobs", "threads", "verbose"}
-    task = [o for o in hc.overrides.task if _key(o) not in own]
-    hydra_overrides = [o for o in hc.overrides.hydra if _key(o) not in {"hydra.run.dir", "hydra.output_subdir", "hydra.mode"}]
+    task = [o for o in hc.overrides.task if recipe.override_key(o) not in own]
+    hydra_overrides = [o for o in hc.overrides.hydra if recipe.override_key(o) not in {"hydra.run.dir", "hydra.output_subdir", "hydra.mode"}]
     sources = [f"--config-dir={s.path}" for s in hc.runtime.config_sources if s.provider == "command-line"]
     name = [f"--config-name={hc.job.config_name}"] if hc.job.config_name != "config" else []
 
@@ -376,10 +376,6 @@ def with_recipe(cfg: DictConfig, hc, run_dir: Path) -> DictConfig:
     return recipe.recorded(cfg, record, recipe.given_keys(cfg, defaults, hc.overrides.task))
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @command
 def main(cfg: DictConfig) -> float | None:
@@ -391,7 +387,7 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
         cfg = with_recipe(cfg, hc, run_dir)
-        epochs_given = any(_key(o) == "epochs" for o in hc.overrides.task)
+        epochs_given = any(recipe.override_key(o) == "epochs" for o in hc.overrides.task)
         ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
     except UserError:
         if fresh and rundir.holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace

@@ -36,9 +36,14 @@ def given_keys(cfg: DictConfig, defaults: DictConfig, overrides: Iterable[str]) 
     (what `experiment=...` changes)."""
     now = rundir.flatten(OmegaConf.to_container(cfg, resolve=True))
     before = rundir.flatten(OmegaConf.to_container(defaults, resolve=True))
-    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    named = {override_key(o) for o in overrides}
     given = {k for k in now if k in named or any(k.startswith(n + ".") for n in named)}
     return given | {k for k in now.keys() | before.keys() if now.get(k, "<unset>") != before.get(k, "<unset>")}
+
+
+def override_key(override: str) -> str:
+    """The dotted key (or group) a command-line override names: `+model.width=8` -> `model.width`."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def recorded(cfg: DictConfig, record: dict, given: set[str]) -> DictConfig:
@@ -51,9 +56,9 @@ def recorded(cfg: DictConfig, record: dict, given: set[str]) -> DictConfig:
     flat_then = rundir.flatten(tree)
     for key, value in flat_now.items():
         if key in given or rundir.is_volatile(key):
-            _put(tree, key, value)
+            rundir.put(tree, key, value)
         elif key not in flat_then and not _under_leaf(tree, key):
-            _put(tree, key, rundir.LATER_KEYS.get(key, value))
+            rundir.put(tree, key, rundir.LATER_KEYS.get(key, value))
     for key, node in now.items():  # an empty node (callbacks: {}) is kept
         tree.setdefault(key, node)
     return OmegaConf.create(tree)
@@ -137,15 +142,6 @@ def _inert(tree):
     if isinstance(tree, list):
         return [_inert(v) for v in tree]
     return tree.replace("${", "\\${") if isinstance(tree, str) else tree
-
-
-def _put(tree: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    for key in parents:
-        if not isinstance(tree.get(key), dict):
-            tree[key] = {}
-        tree = tree[key]
-    tree[last] = copy.deepcopy(value)
 
 
 def _under_leaf(tree: dict, dotted: str) -> bool:

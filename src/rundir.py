@@ -37,6 +37,7 @@ needs neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -282,7 +283,7 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], res
     path = run_dir / RUN
     config = OmegaConf.to_container(cfg, resolve=True)
     for key, value in (resolved or {}).items():
-        _set(config, key, value)
+        put(config, key, value)
     record = {
         **ident,
         "rows": rows,
@@ -326,11 +327,14 @@ def upgrade(flat: dict, new_keys=()) -> dict:
     return {**{k: v for k, v in LATER_KEYS.items() if k in new_keys}, **flat}
 
 
-def _set(tree: dict, dotted: str, value) -> None:
+def put(tree: dict, dotted: str, value) -> None:
+    """Set the dotted key in a nested config tree to a copy of `value`, making the nodes above it."""
     *parents, last = dotted.split(".")
     for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[last] = value
+        if not isinstance(tree.get(key), dict):
+            tree[key] = {}
+        tree = tree[key]
+    tree[last] = copy.deepcopy(value)
 
 
 def recorded_runtime(run_dir: Path) -> dict:

@@ -58,7 +58,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
         state.update(epoch=e, last_file=last, last_sha256=sha256(self.dir / last))
         for part in self.parts:
             name = f"{part.checkpoint_name}-{e}.npz"
-            atomic_write(self.dir / name, lambda tmp: _save_arrays(tmp, part.state_arrays()))
+            atomic_write(self.dir / name, lambda tmp: save_arrays(tmp, **part.state_arrays()))
             state.setdefault("parts", {})[part.checkpoint_name] = {"file": name, "sha256": sha256(self.dir / name)}
         state["history"].append(row)
         state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - self.start  # the row's seconds miss the writes
@@ -74,7 +74,8 @@ def kept_parts(state: dict) -> list[str]:
     return [saved["file"] for saved in state.get("parts", {}).values()]
 
 
-def _save_arrays(path: Path, arrays: dict) -> None:
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Arrays into an .npz file at exactly `path`."""
     with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
         np.savez(f, **arrays)
 

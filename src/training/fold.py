@@ -29,7 +29,7 @@ from src.runtime import Runtime
 from src.training import multi_worker, schedules
 from src.training.budget import Deadline, FoldDeadline
 from src.training.callbacks import Progress, RunClock, chosen_callbacks, tensorboard
-from src.training.checkpoint import FoldCheckpoint, restore, saved_precision
+from src.training.checkpoint import FoldCheckpoint, restore, save_arrays, saved_precision
 from src.training.scheduler import Regroup, regroup_requested
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: 
     accuracy = float(np.mean(predictions.val.argmax(1) == data.y_val))
     accuracy_plain = float(np.mean(predictions.val_plain.argmax(1) == data.y_val))
     atomic_write(fold_dir / rundir.MODEL, lambda tmp: shutil.copyfile(best, tmp))
-    atomic_write(fold_dir / rundir.PREDICTIONS, lambda tmp: _save_npz(
+    atomic_write(fold_dir / rundir.PREDICTIONS, lambda tmp: save_arrays(
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
@@ -249,7 +249,3 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: 
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
                       seconds, predictions.val_plain, runtime["precision"])
 
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
-        np.savez(f, **arrays)
