@@ -226,6 +226,7 @@ class Cv:
     pseudo: Pseudo
     label_smoothing: float
     fold_index: Any  # null, a fold or a list of folds
+    backend: str  # auto, tensorflow or jax (src.runtime.backend)
     precision: str
     jit_compile: Any  # auto, true or false
     verbose: bool

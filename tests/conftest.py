@@ -65,15 +65,16 @@ def compose_config(overrides: list[str] = ()):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
-def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code).
-    `site` is a dir put first on PYTHONPATH: a sitecustomize.py there runs in every process of
-    the run, fold jobs included."""
+def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code), with
+    `env` added to its environment. `site` is a dir put first on PYTHONPATH: a sitecustomize.py
+    there runs in every process of the run, fold jobs included."""
     code = (
         f"{prelude}\nimport runpy, sys\nsys.argv = [{str(REPO / 'src' / 'cv.py')!r}] + {args!r}\n"
         "runpy.run_module('src.cv', run_name='__main__', alter_sys=True)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (site, REPO) if p)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(str(p) for p in (site, REPO) if p)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"src.cv {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -111,6 +112,26 @@ def unfinished_copy(finished_run: Path, run_dir: Path) -> Path:
     shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns(
         "fold_1", "metrics.json", "submission.csv", "oof.csv", "test_probs.csv", "report.md", "*.png", "mlflow.json"))
     return run_dir
+
+
+# In a sitecustomize.py: TensorFlow cannot be imported (as on a TPU VM or a JAX GPU image), and at
+# exit the process writes the TensorFlow modules it holds (none, or the import failed) to the file
+# named by $TF_IMPORTS. Setting sys.modules['tensorflow'] = None is not enough: Keras's own import
+# checks then break.
+NO_TENSORFLOW = """
+import atexit, importlib.abc, os, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+sys.meta_path.insert(0, _NoTensorFlow())
+def _report():
+    with open(os.environ["TF_IMPORTS"], "a") as f:
+        f.write(" ".join(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")) + "\\n")
+if os.environ.get("TF_IMPORTS"):
+    atexit.register(_report)
+"""
 
 
 # Kill this process once fit reaches fold `FOLD`'s epoch `EPOCH` (1-based), batch `BATCH`.

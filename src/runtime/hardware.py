@@ -23,6 +23,7 @@ class Hardware:
     gpus: tuple[Gpu, ...] = ()
     tpu_cores: int = 0
     workers: int = 1
+    cpu_devices: int = 1  # devices JAX shows on the CPU (XLA_FLAGS=--xla_force_host_platform_device_count=N)
 
     @property
     def cpu_bf16(self) -> bool:
@@ -58,4 +59,5 @@ class Hardware:
             cc = self.min_compute_capability
             return f"{len(self.gpus)} x {', '.join(names)} (compute capability {cc[0]}.{cc[1]})"
         units = "AMX" if self.cpu_amx else "AVX512_BF16" if self.cpu_bf16 else "no bf16 units"
-        return f"CPU, {self.cores} cores, {units}"
+        devices = f", {self.cpu_devices} devices" if self.cpu_devices > 1 else ""
+        return f"CPU, {self.cores} cores, {units}{devices}"

@@ -12,6 +12,7 @@ from src.runtime.hardware import Hardware
 
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "default")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+NO_TPU = "strategy=tpu: this machine shows no TPU (no TPU_NAME, TPU_ACCELERATOR_TYPE or /dev/accel*): use strategy=auto"
 RECORDED = ("backend", "device_kind", "device_count", "precision", "jit_compile", "distribution")
 
 
@@ -20,6 +21,7 @@ class Request:
     """What the config asks of the hardware (`strategy.name`, `precision`, `jit_compile`, `threads`)."""
 
     strategy: str = "auto"
+    backend: str = "auto"  # the Keras backend src.runtime.backend chose; auto: JAX on a TPU, else TensorFlow
     devices: int | None = None  # strategy.devices: how many the user named; None = every visible GPU
     precision: str = "auto"
     jit_compile: bool | str = "auto"
@@ -76,8 +78,8 @@ def decide(hardware: Hardware, request: Request) -> Runtime:
         raise UserError(f"strategy={request.strategy!r} is not one of {STRATEGIES}")
     if request.precision not in PRECISIONS:
         raise UserError(f"precision={request.precision!r} is not one of {PRECISIONS}")
-    distribution, device_kind, replicas = _distribution(hardware, request)
-    backend = "jax" if device_kind == "tpu" else "tensorflow"
+    backend = _backend(hardware, request.backend)
+    distribution, device_kind, replicas = (_jax_distribution if backend == "jax" else _distribution)(hardware, request)
     precision = request.precision if request.precision != "auto" else _precision(hardware, device_kind)
     jobs = _fold_jobs(request, hardware.cores, device_kind == "cpu" and distribution == "none", replicas == 1)
     return Runtime(
@@ -91,17 +93,39 @@ def decide(hardware: Hardware, request: Request) -> Runtime:
     )
 
 
+def _backend(hw: Hardware, asked: str) -> str:
+    """The Keras backend: a TPU trains only through JAX (TensorFlow's TPUStrategy is gone from
+    Kaggle's and Colab's TPU images)."""
+    if asked == "auto":
+        return "jax" if hw.tpu_cores else "tensorflow"
+    if asked not in ("tensorflow", "jax"):
+        raise UserError(f"backend={asked!r} is not one of ('auto', 'tensorflow', 'jax')")
+    if asked == "tensorflow" and hw.tpu_cores:
+        raise UserError(f"{hw.summary()}: a TPU trains through Keras 3 on JAX, not TensorFlow: use backend=jax or backend=auto")
+    return asked
+
+
+def _jax_distribution(hw: Hardware, request: Request) -> tuple[str, str, int]:
+    """(distribution, device kind, replicas) on JAX: one fold's batches split over every visible
+    device of the accelerator (keras.distribution.DataParallel), or one device."""
+    name = request.strategy
+    if name == "multi_worker":
+        raise UserError("strategy=multi_worker is TensorFlow's: use backend=tensorflow, or train one machine's devices on JAX")
+    if name == "tpu" and not hw.tpu_cores:
+        raise UserError(NO_TPU)
+    kind, count = ("tpu", hw.tpu_cores) if hw.tpu_cores else ("gpu", len(hw.gpus)) if hw.gpus else ("cpu", hw.cpu_devices)
+    if name != "default" and count > 1:
+        return "data_parallel", kind, min(count, request.devices or count)
+    return "none", kind, 1
+
+
 def _distribution(hw: Hardware, request: Request) -> tuple[str, str, int]:
-    """(distribution, device kind, replicas). A TPU is Keras 3 on JAX with DataParallel:
-    TensorFlow's TPUStrategy is gone from Kaggle's and Colab's TPU images."""
+    """(distribution, device kind, replicas) on TensorFlow."""
     name, gpu = request.strategy, "gpu" if hw.gpus else "cpu"
     if name == "multi_worker":
         return "multi_worker", gpu, hw.workers * max(1, len(hw.gpus))
-    if name == "tpu" and not hw.tpu_cores:
-        raise UserError("strategy=tpu: this machine shows no TPU (no TPU_NAME, TPU_ACCELERATOR_TYPE or /dev/accel*): "
-                        "use strategy=auto")
-    if hw.tpu_cores and name in ("tpu", "auto"):
-        return "data_parallel", "tpu", hw.tpu_cores
+    if name == "tpu":  # a TPU machine is never here (_backend)
+        raise UserError(NO_TPU)
     if name == "mirrored" or (name == "auto" and len(hw.gpus) > 1):
         count = request.devices or len(hw.gpus)
         return "mirrored", gpu, max(1, count)

@@ -1,5 +1,5 @@
-"""Fill a `Hardware` from the real machine: cheap (no device is initialised, nothing compiled),
-and the only place that asks TensorFlow for devices or reads /proc/cpuinfo."""
+"""Fill a `Hardware` from the real machine: cheap (nothing compiled), and the only place that asks
+TensorFlow or JAX for devices or reads /proc/cpuinfo."""
 from __future__ import annotations
 
 import glob
@@ -17,11 +17,30 @@ TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE", "KAGGLE_TPU")
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx512_fp16")
 
 
-def probe() -> Hardware:
+def probe(backend: str = "tensorflow") -> Hardware:
     """This machine: cores (affinity and cgroup quotas respected), the CPU flags that matter, the
-    GPUs TensorFlow sees with their compute capability, TPU cores, and TF_CONFIG's workers."""
+    GPUs the backend sees with their compute capability, TPU cores, and TF_CONFIG's workers."""
+    if backend == "jax":
+        return jax_hardware(joblib.cpu_count(), cpu_flags())
     return Hardware(cores=joblib.cpu_count(), cpu_flags=cpu_flags(), gpus=gpus(), tpu_cores=tpu_cores(),
                     workers=workers())
+
+
+def jax_hardware(cores: int, flags: frozenset[str]) -> Hardware:
+    """What JAX sees: its default platform's devices (TPU cores, GPUs, or the host's CPU devices)."""
+    import jax
+
+    devices = jax.devices()
+    platform = devices[0].platform
+    found = tuple(Gpu(d.device_kind, _capability(d)) for d in devices) if platform == "gpu" else ()
+    return Hardware(cores=cores, cpu_flags=flags, gpus=found, tpu_cores=len(devices) if platform == "tpu" else 0,
+                    cpu_devices=len(devices) if platform == "cpu" else 1)
+
+
+def _capability(device) -> tuple[int, int]:
+    """A JAX CUDA device's compute capability ("9.0" → (9, 0)); (0, 0) where it does not say."""
+    match = re.match(r"(\d+)\.(\d+)", str(getattr(device, "compute_capability", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src import rundir
 from src.errors import UserError
+from src.runtime.backend import require
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def export_dir(run_dir: Path, version: int | None = None) -> Path:
 
 def load_export(path: Path) -> Served:
     """Load an export of src.export (its serving_default signature) once."""
+    require("tensorflow", "serving a SavedModel")
     import tensorflow as tf  # here, not at the top: a wrong run_dir is refused before its slow import
 
     loaded = tf.saved_model.load(str(path))

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from src import models  # noqa: F401  (registers the custom layers the fold models use)
 from src import rundir
 from src.errors import UserError
 from src.files import write_json
 from src.models import load_model
+from src.runtime.backend import require
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def ensemble_model(folds: list[keras.Model], image_shape: tuple[int, int, int]) 
 
 def export(run_dir: Path, version: int | None = None) -> Path:
     """Write the run's ensemble to run_dir/export/<version>/ (atomically: a temp dir renamed)."""
+    require("tensorflow", "a SavedModel export")
+    import tensorflow as tf
+
     folds, config = load_folds(run_dir)
     shape = tuple(int(s) for s in config["data"]["image_shape"])
     model = ensemble_model(folds, shape)

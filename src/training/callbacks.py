@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from src import rundir
 from src.errors import UserError
 from src.rundir import FoldResult
+from src.runtime.backend import installed
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,21 @@ class Progress(keras.callbacks.Callback):
                                   rate, self.clock.eta()))
 
 
-def tensorboard(run_dir: Path, fold: int) -> keras.callbacks.TensorBoard:
-    """Fold `fold`'s per-epoch TensorBoard log; a resumed fold goes on writing into the same dir."""
+def tensorboard(run_dir: Path, fold: int) -> keras.callbacks.TensorBoard | None:
+    """Fold `fold`'s per-epoch TensorBoard log; a resumed fold goes on writing into the same dir.
+    None where TensorFlow is not installed (Keras writes the logs with it), said once per process."""
+    if not installed("tensorflow"):
+        if not _SAID:
+            _SAID.append(True)
+            log.warning("tensorboard: no TensorBoard logs, TensorFlow is not installed (Keras writes them with it): "
+                        "set tensorboard=false, or pip install tensorflow-cpu")
+        return None
     return keras.callbacks.TensorBoard(
         log_dir=str(rundir.tensorboard_dir(run_dir, fold)), write_graph=False, profile_batch=0, update_freq="epoch"
     )
+
+
+_SAID: list[bool] = []
 
 
 def chosen_callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:

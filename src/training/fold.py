@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 import keras
 import numpy as np
-import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -26,11 +27,12 @@ from src.models.layers import load_model
 from src.rundir import FoldResult
 from src.errors import UserError
 from src.runtime import Runtime
-from src.training import multi_worker, schedules
+from src.training import schedules
 from src.training.budget import Deadline, FoldDeadline
 from src.training.callbacks import Progress, RunClock, chosen_callbacks, tensorboard
 from src.training.checkpoint import FoldCheckpoint, restore, save_arrays, saved_precision
-from src.training.scheduler import Regroup, regroup_requested
+from src.training.fold_job import Regroup
+from src.training.scheduler import regroup_requested
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,15 @@ class FoldPredictions:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a fold trains: the process's runtime and the live tf.distribute strategy it chose."""
+    """Where a fold trains: the process's runtime and the live strategy it chose (a tf.distribute
+    strategy, or src.training.strategy.KerasDistribution on JAX)."""
 
     runtime: Runtime
-    strategy: tf.distribute.Strategy
+    strategy: Any
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.runtime.distribution == "multi_worker"
 
 
 def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path, clock: RunClock,
@@ -67,9 +74,9 @@ def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path
     earlier_seconds = state.get("seconds", 0.0)
     clock.total -= state["epoch"]
     found = callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline)
-    fit(model, data, cfg, place.strategy, state["epoch"], found)
+    fit(model, data, cfg, place, state["epoch"], found)
     runtime = {**place.runtime.record(), "jit_compile": model.jit_compile}  # as Keras resolved "auto"
-    final = final_model(model, found, data, state_dir, state, place.strategy)
+    final = final_model(model, found, data, state_dir, state, place)
     predictions = predict_fold(final.model, data, cfg)
     return commit(fold_dir, data, predictions, final, earlier_seconds + time.perf_counter() - start, runtime)
 
@@ -136,8 +143,8 @@ def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, s
     found.append(FoldCheckpoint(state_dir, state, [c for c in chosen if hasattr(c, "checkpoint_name")]))
     if deadline is not None:
         found.append(Deadline(data.fold, deadline))
-    if cfg.tensorboard:
-        found.append(tensorboard(run_dir, data.fold))
+    if cfg.tensorboard and (board := tensorboard(run_dir, data.fold)):
+        found.append(board)
     if cfg.verbose:
         found.append(Progress(data.fold, cfg.fold, cfg.epochs, steps, cfg.batch_size, clock))
     found.append(RegroupCheck(state_dir.parent, cfg.epochs))  # after FoldCheckpoint: the epoch is committed
@@ -166,13 +173,15 @@ class RegroupCheck(keras.callbacks.Callback):
             raise Regroup(f"{self.fold_dir.name}: stopped after epoch {epoch + 1} to go on with more threads")
 
 
-def fit(model: keras.Model, data: FoldData, cfg: DictConfig, strategy: tf.distribute.Strategy, initial_epoch: int,
+def fit(model: keras.Model, data: FoldData, cfg: DictConfig, place: Placement, initial_epoch: int,
         callbacks: list[keras.callbacks.Callback]) -> None:
     """Train from `initial_epoch` to `cfg.epochs` on freshly augmented batches."""
     seed = cfg.seed + data.fold
     train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, seed, initial_epoch)
-    if multi_worker.is_multi_worker(strategy):
-        multi_worker.prepare(model, strategy, train)
+    if place.multi_worker:
+        from src.training import multi_worker
+
+        multi_worker.prepare(model, place.strategy, train)
     if initial_epoch >= cfg.epochs:
         return
     model.fit(
@@ -182,7 +191,7 @@ def fit(model: keras.Model, data: FoldData, cfg: DictConfig, strategy: tf.distri
         steps_per_epoch=pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size),
         validation_data=pipeline.eval_dataset(data.x_val, data.y_val, cfg.batch_size, data.num_classes),
         callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself, per epoch
+        shuffle=False,  # the batches are shuffled per epoch by the pipeline
         verbose=0,
     )
 
@@ -197,7 +206,7 @@ class FinalModel:
 
 
 def final_model(model: keras.Model, found: list, data: FoldData, state_dir: Path, state: dict,
-                strategy: tf.distribute.Strategy) -> FinalModel:
+                place: Placement) -> FinalModel:
     """The fold's model: the one a callback finishes (`finish(model, images)`: SWA's average),
     else the best epoch's."""
     for callback in found:
@@ -206,17 +215,17 @@ def final_model(model: keras.Model, found: list, data: FoldData, state_dir: Path
             path = state_dir / f"{callback.checkpoint_name}.keras"
             atomic_write(path, model.save)
             return FinalModel(model, path, {"best_epoch": state["epoch"], **said})
-    return FinalModel(best_model(model, state_dir, state, strategy, data.fold), state_dir / state["best_file"],
+    return FinalModel(best_model(model, state_dir, state, place.multi_worker, data.fold), state_dir / state["best_file"],
                       {"best_epoch": state["best_epoch"]})
 
 
-def best_model(model: keras.Model, state_dir: Path, state: dict, strategy: tf.distribute.Strategy, fold: int) -> keras.Model:
+def best_model(model: keras.Model, state_dir: Path, state: dict, multi_worker: bool, fold: int) -> keras.Model:
     """The model with the best epoch's weights."""
     if "best_file" not in state:
         raise RuntimeError(f"fold {fold}: no epoch produced a finite val_accuracy (training diverged): lower optimizer.learning_rate")
     best = state_dir / state["best_file"]
     model.load_weights(best)
-    if multi_worker.is_multi_worker(strategy):  # every worker predicts everything, on its own
+    if multi_worker:  # every worker predicts everything, on its own
         model = load_model(best, compile=False)
     return model
 

