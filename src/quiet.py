@@ -12,7 +12,6 @@ known start-up lines is written to stderr. Everything TensorFlow prints later re
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import os
 import re
 import sys
@@ -69,16 +68,20 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _QuietTensorFlow(importlib.abc.MetaPathFinder):
-    """Finds `tensorflow` as Python would and hands it `_QuietLoader`, once per process."""
+    """Finds `tensorflow` through the other finders, as Python would, and hands it `_QuietLoader`.
+    Looking it up (src.runtime.backend asks whether it is installed) imports nothing."""
 
     def find_spec(self, name, path, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
-        return spec
+        for finder in [f for f in sys.meta_path if f is not self]:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find else None
+            if spec is not None:
+                if spec.loader is not None and not isinstance(spec.loader, _QuietLoader):
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
 
 
 def install() -> None:

@@ -93,7 +93,7 @@ LABELS = "labels.json"  # in each export version, beside saved_model.pb: the lab
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
-    "jit_compile",
+    "jit_compile", "backend",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)

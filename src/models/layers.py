@@ -40,7 +40,7 @@ class FusedBatchNorm(BatchNormalization):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._fused = current().batch_norm == "fused"
+        self._fused = current().batch_norm == "fused" and keras.backend.backend() == "tensorflow"
 
     def call(self, inputs, training=None, mask=None):
         if (not self._fused or len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center)

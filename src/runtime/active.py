@@ -16,7 +16,10 @@ def activate(runtime: Runtime) -> Runtime:
 
 def current() -> Runtime:
     """The process's runtime; outside a command (a builder called from a notebook or a test), one
-    replica on the CPU in float32, which is how a model is built and saved anywhere."""
+    replica on the CPU in float32 on the Keras backend running (TensorFlow when none is yet),
+    which is how a model is built and saved anywhere."""
     if not _ACTIVE:
-        return decide(Hardware(), Request(precision="float32"))
+        from src.runtime.backend import running
+
+        return decide(Hardware(), Request(precision="float32", backend=running() or "tensorflow"))
     return _ACTIVE[0]

@@ -36,13 +36,16 @@ def choose(asked: str = "auto") -> str:
     """`tensorflow` or `jax` for `backend=asked`; UserError when it is not installed."""
     if asked not in BACKENDS:
         raise UserError(f"backend={asked!r} is not one of {BACKENDS}")
-    running = _running()
+    now = running()
     if asked == "auto":
-        asked = running or _auto()
-    if running and running != asked:
-        raise UserError(f"backend={asked}: Keras already runs on {running} in this process (it fixes its backend at its "
+        asked = now or _auto()
+    if now and now != asked:
+        raise UserError(f"backend={asked}: Keras already runs on {now} in this process (it fixes its backend at its "
                         f"first import): start a new process, or set KERAS_BACKEND={asked}")
     if not installed(asked):
+        if not (installed("tensorflow") or installed("jax")):
+            raise UserError("no Keras backend is installed here: pip install -e '.[tf]' (CPUs, GPUs) or "
+                            "pip install -e '.[jax]' (TPUs, GPUs; docs/hardware.md)")
         raise UserError(f"backend={asked}: {asked} is not installed here: {INSTALL[asked]}")
     return asked
 
@@ -66,13 +69,13 @@ def require(name: str, what: str) -> None:
 def default() -> None:
     """Set `KERAS_BACKEND` to auto's choice unless it is set, so that a command importing Keras
     gets a backend that is installed; quietly does nothing when neither is."""
-    if "KERAS_BACKEND" not in os.environ and _running() is None:
+    if "KERAS_BACKEND" not in os.environ and running() is None:
         chosen = _auto()
         if installed(chosen):
             os.environ["KERAS_BACKEND"] = chosen
 
 
-def _running() -> str | None:
+def running() -> str | None:
     """The backend of the Keras already imported in this process, if any."""
     keras = sys.modules.get("keras")
     if keras is None or not hasattr(keras, "backend"):

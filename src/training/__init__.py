@@ -1,2 +1,2 @@
-"""Training: the tf.distribute strategy and thread settings, and one fold's fit with its
-per-epoch checkpoint, progress line and predictions."""
+"""Training: the live strategy (tf.distribute, or keras.distribution on JAX) and thread settings,
+and one fold's fit with its per-epoch checkpoint, progress line and predictions."""

@@ -43,17 +43,19 @@ def start(asked: Request, hardware: Hardware | None = None) -> Runtime:
 
 
 class KerasDistribution:
-    """A fold's devices on JAX: keras.distribution.DataParallel over `replicas` devices, set for
-    the whole process (fit, evaluate and predict shard their batches by it), or one device."""
+    """A fold's devices on JAX: keras.distribution.DataParallel over `replicas` devices, or one.
+
+    Keras keeps the distribution in its global state, which `keras.backend.clear_session()`
+    (every fold's fresh model) wipes: `scope()` sets it again, and it stays set after the block,
+    so fit, evaluate and predict shard their batches by it."""
 
     def __init__(self, replicas: int) -> None:
         self.num_replicas_in_sync = replicas
-        keras.distribution.set_distribution(None)
-        if replicas > 1:
-            devices = keras.distribution.list_devices()[:replicas]
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        devices = keras.distribution.list_devices()[:replicas]
+        self.distribution = keras.distribution.DataParallel(devices=devices) if replicas > 1 else None
 
     def scope(self) -> contextlib.AbstractContextManager:
+        keras.distribution.set_distribution(self.distribution)
         return contextlib.nullcontext()
 
 

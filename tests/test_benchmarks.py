@@ -1,0 +1,36 @@
+"""The benchmarks' smoke modes: each script runs end to end in seconds on this machine's CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow  # the JAX route's speed is the device check's; this one runs with -m slow
+def test_bench_backends_smoke(tmp_path):
+    out = tmp_path / "backends.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_backends.py", "--smoke", "--cache", str(tmp_path / "cache"),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["tensorflow"]["backend"] == "tensorflow" and result["jax"]["backend"] == "jax"
+    assert result["tensorflow"]["images_per_s"] > 0 and result["jax"]["images_per_s"] > 0
+    assert "JAX / TensorFlow:" in proc.stdout and result["machine"] in proc.stdout
+
+
+def test_device_check_smoke(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run(["bash", "benchmarks/device_check.sh", "--smoke"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    found = json.loads((tmp_path / "out" / "device_check.json").read_text())["smoke"]
+    assert (found["backend"], found["device"], found["fold"], found["epochs"]) == ("jax", "cpu: cpu x 1", 2, 2)
+    assert all(len(epochs) == 2 and min(epochs) > 0 for epochs in found["images_per_s_per_epoch"])
+    assert 0 <= found["cv_mean"] <= 1 and found["wall_s"] > 0  # 12 steps of training: plumbing, not accuracy
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device_check.json", "smoke.cv.log", "smoke.log"]
