@@ -87,6 +87,14 @@ def test_a_fold_trained_on_jax_predicts_the_same_under_tensorflow(jax_run, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_text() == (run_dir / "submission.csv").read_text()
 
+    from src.serving.app import load_export  # the SavedModel that src.serve serves, from a copy of the run
+    from src.serving.export import export
+
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    served = load_export(export(copy))
+    test_probs = np.loadtxt(run_dir / "test_probs.csv", delimiter=",", skiprows=1, usecols=range(1, 11))
+    np.testing.assert_allclose(served.predict(x_test.reshape(len(x_test), -1).astype(np.float32)), test_probs, atol=1e-3)
+
 
 def test_a_fold_trained_on_tensorflow_predicts_the_same_on_jax(tiny, tmp_path, no_tf):
     run_dir = tmp_path / "run"
