@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src.inputs.augment_jax import Ranges, augmenter
-from src.inputs.pipeline import check_rows, pad, steps_per_epoch
+from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int,
@@ -34,9 +34,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int) -> keras.utils.PyDataset:
     """(images, one-hot labels, weights) batches; the padded rows weigh 0."""
-    images, padding = pad(x, batch_size)
-    labels = np.eye(num_classes, dtype=np.float32)[np.concatenate([y, np.zeros(padding, y.dtype)])]
-    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(padding, np.float32)])
+    images, labels, weights = padded_eval(x, y, batch_size)
+    labels = np.eye(num_classes, dtype=np.float32)[labels]
 
     def batch(i: int) -> tuple:
         rows = slice(i * batch_size, (i + 1) * batch_size)

@@ -48,6 +48,14 @@ def pad(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
     return x, missing
 
 
+def padded_eval(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, weights) padded to whole batches: the padded rows are blank, label 0, weight 0."""
+    images, missing = pad(x, batch_size)
+    labels = np.concatenate([y, np.zeros(missing, y.dtype)])
+    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(missing, np.float32)])
+    return images, labels, weights
+
+
 def check_rows(n: int, batch_size: int) -> None:
     if n < batch_size:
         raise ValueError(f"{n} training images is fewer than one batch of {batch_size}: lower batch_size")

@@ -15,7 +15,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from src.inputs.augment_tf import elastic, random_affine, random_flip
-from src.inputs.pipeline import check_rows, pad, steps_per_epoch
+from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
 AUTOTUNE = tf.data.AUTOTUNE
 DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.OFF
@@ -62,10 +62,8 @@ def train_dataset(
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int) -> tf.data.Dataset:
     """Un-augmented fixed-shape batches; padded rows get sample weight 0 so metrics stay exact."""
-    x, padding = pad(x, batch_size)
-    labels = tf.one_hot(np.concatenate([y, np.zeros(padding, y.dtype)]), num_classes)
-    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(padding, np.float32)])
-    ds = tf.data.Dataset.from_tensor_slices((x, labels, weights)).batch(batch_size, drop_remainder=True)
+    x, labels, weights = padded_eval(x, y, batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(labels, num_classes), weights)).batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda a, b, c: (tf.cast(a, tf.float32), b, c), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_shard(OFF))
 

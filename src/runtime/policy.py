@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from src.errors import UserError
+from src.runtime.backend import BACKENDS
 from src.runtime.hardware import Hardware
 
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "default")
@@ -98,8 +99,8 @@ def _backend(hw: Hardware, asked: str) -> str:
     Kaggle's and Colab's TPU images)."""
     if asked == "auto":
         return "jax" if hw.tpu_cores else "tensorflow"
-    if asked not in ("tensorflow", "jax"):
-        raise UserError(f"backend={asked!r} is not one of ('auto', 'tensorflow', 'jax')")
+    if asked not in BACKENDS:
+        raise UserError(f"backend={asked!r} is not one of {BACKENDS}")
     if asked == "tensorflow" and hw.tpu_cores:
         raise UserError(f"{hw.summary()}: a TPU trains through Keras 3 on JAX, not TensorFlow: use backend=jax or backend=auto")
     return asked
