@@ -100,7 +100,7 @@ order = np.random.default_rng(0).permutation(len(y)); x, y = x[order], y[order] 
 cols = [f'pixel{i}' for i in range(784)]
 t = pd.DataFrame(x[:400].astype('uint8'), columns=cols); t.insert(0, 'label', y[:400]); t.to_csv('$RUNS/train.csv', index=False)
 pd.DataFrame(x[400:500].astype('uint8'), columns=cols).to_csv('$RUNS/test.csv', index=False)"
-    check smoke "$RUNS/train.csv" "$RUNS/test.csv" 2 2 batch_size=32
+    check smoke "$RUNS/train.csv" "$RUNS/test.csv" 2 2 batch_size=32 model=mlp  # the plumbing, quickly
     ;;
 "")
     nvidia-smi -L || true

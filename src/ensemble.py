@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from src import rundir
 from src.cli import command
-from src.inputs.dataset import read_labels
+from src.inputs.dataset import of_run, read_labels
 from src.results.ensemble import build, summary
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,11 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(cfg.run_dir)
     record = rundir.read_record(run_dir)
     config, rows = record["resolved_config"], record["rows"]
-    labels = config["data"].get("test_labels")
+    data = of_run(run_dir, record, cfg.data, roles=())
     y_test = None
-    if labels and Path(labels).is_file():
+    if data.test_labels and data.get("format", "csv") == "csv":
         classes = rundir.read_submission_format(run_dir).labels(np.arange(int(config["data"]["num_classes"])))
-        y_test = read_labels(labels, rows["test"], classes)
+        y_test = read_labels(data.test_labels, rows["test"], classes)
     ens, _ = build(run_dir, int(config["fold"]), rows["train"], y_test)
     log.info("results in %s\n%s", run_dir, summary(ens))
     return ens.metrics["cv_mean"]

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig
 from src import models  # noqa: F401  (registers the custom layers that saved fold models name)
 from src import rundir
 from src.errors import UserError
-from src.files import write_json
+from src.files import sha256, write_json
 from src.inputs import dataset as data_mod
 from src.inputs import pipeline
 from src.inputs import pseudo as pseudo_labels
@@ -157,7 +157,9 @@ def claim_run_dir(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement,
         if (work.run_dir / rundir.RUN).exists():
             rundir.claim(work.run_dir, ident, cfg, rows, inputs.resolved, place.runtime.record())
         return ident
-    rundir.claim(work.run_dir, ident, cfg, rows, inputs.resolved, place.runtime.record())
+    labels = cfg.data.get("test_labels")
+    files = {"test_labels": sha256(labels)} if labels and Path(labels).is_file() else None
+    rundir.claim(work.run_dir, ident, cfg, rows, inputs.resolved, place.runtime.record(), files)
     rundir.write_submission_format(work.run_dir, inputs.fmt)
     return ident
 

@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     if output.exists() and not cfg.overwrite:
         raise UserError(f"{output} already exists: choose another output= or set overwrite=true")
     folds, recorded = load_folds(Path(cfg.run_dir))
-    table = read_test_format(cfg.input, OmegaConf.create(recorded["data"]))
+    table = read_test_format(cfg.input, OmegaConf.create({**recorded["data"], "cache_dir": cfg.data.cache_dir}))
     probs = ensemble_predict(folds, table.images)
     run_fmt = rundir.read_submission_format(Path(cfg.run_dir))
     columns = (table.id_column, run_fmt.columns[1]) if table.id_column else run_fmt.columns

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src import rundir
 from src.cli import command
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 @command
 def main(cfg: DictConfig) -> None:
     run_dir = Path(cfg.run_dir)
-    recorded = rundir.read_record(run_dir)["resolved_config"]
-    dataset = data_mod.load(OmegaConf.create(recorded["data"]))
+    record = rundir.read_record(run_dir)
+    dataset = data_mod.load(data_mod.of_run(run_dir, record, cfg.data, ("train", "train_labels", "test")))
     log.info("report written: %s", report.build(run_dir, dataset.x_train, dataset.x_test))
 
 

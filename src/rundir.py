@@ -215,10 +215,28 @@ def read_record(run_dir: Path) -> dict:
         reason = str(e)
     else:
         if isinstance(record, dict) and {"resolved_config", "rows"} <= record.keys():
+            refuse_interpolations(record["resolved_config"], f"{path}: resolved_config.")
             return record
         reason = "it has no resolved_config and rows"
     raise UserError(f"{run_dir} is not a run dir of src.cv (no readable {RUN}: {reason}): "
                     "give the hydra.run.dir of a src.cv run, or choose an empty dir for a new one")
+
+
+def refuse_interpolations(tree, where: str) -> None:
+    """Refuse (UserError, naming the key) a recorded value holding an OmegaConf interpolation.
+
+    Recorded configs are written resolved, so a `${` in one was put there by hand: resolving it
+    could read files or the environment the run dir's author chose. A recorded value is data."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            refuse_interpolations(value, f"{where}{key}.")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            refuse_interpolations(value, f"{where}{i}.")
+    elif isinstance(tree, str) and "${" in tree:
+        shown = tree if len(tree) <= 40 else tree[:37] + "..."
+        raise UserError(f"{where[:-1]} holds an interpolation ({shown!r}), which no run writes: refused, nothing was read. "
+                        "A recorded value is data; only open run dirs you trust")
 
 
 def finished_config(run_dir: Path) -> dict:
@@ -272,13 +290,14 @@ def is_volatile(key: str) -> bool:
 
 
 def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], resolved: dict | None = None,
-          runtime: dict | None = None) -> None:
+          runtime: dict | None = None, files: dict | None = None) -> None:
     """Record the run's identity in `run_dir`, or check it against the one recorded there.
 
     Refuses (UserError) a run dir that belongs to other data, or whose recorded config differs in
     a key that changes results, naming the keys. Safe when several fold jobs start at once. The
     record holds the config with what the data resolved (`resolved`, dotted keys) and the
-    runtime it started on (src.runtime's record).
+    runtime it started on (src.runtime's record), and `files`: the SHA-256 of data files that are
+    not part of its identity (the test labels), so that later commands read them only unchanged.
     """
     path = run_dir / RUN
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -290,6 +309,7 @@ def claim(run_dir: Path, ident: dict, cfg: DictConfig, rows: dict[str, int], res
         "resolved_config": config,
         "versions": package_versions(),
         **({"runtime": runtime} if runtime else {}),
+        **({"files": files} if files else {}),
     }
     if write_once(path, record):
         log.info("new run in %s", run_dir)
@@ -430,7 +450,7 @@ def load_complete(run_dir: Path, k: int) -> FoldResult | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         bad = [f"{DONE} ({e})"]
     if not bad:
-        with np.load(fdir / PREDICTIONS) as z:
+        with np.load(fdir / PREDICTIONS, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
         return FoldResult(k, arrays["val_index"], arrays["val_labels"], arrays["val_probs"], arrays["test_probs"],
                           float(done["accuracy"]), int(done["best_epoch"]), float(done["seconds"]),

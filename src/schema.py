@@ -14,7 +14,7 @@ the schemas (src.cli imports it, so every command does).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -245,6 +245,23 @@ class RunDir:
 
 
 @dataclass
+class RunData:
+    """report, ensemble and predict: the run's data files given by path (null: the paths run.json
+    records, read only when their SHA-256 is the recorded one), and this command's parse cache."""
+
+    train: Optional[str] = None
+    train_labels: Optional[str] = None
+    test: Optional[str] = None
+    test_labels: Optional[str] = None
+    cache_dir: Optional[str] = "data/.cache"
+
+
+@dataclass
+class RunDirData(RunDir):
+    data: RunData = field(default_factory=RunData)
+
+
+@dataclass
 class Export(RunDir):
     version: Optional[int]
 
@@ -265,6 +282,7 @@ class Predict(RunDir):
     output: str
     probabilities: bool
     overwrite: bool
+    data: RunData = field(default_factory=RunData)
 
 
 @dataclass
@@ -295,7 +313,7 @@ def register() -> None:
     """Store the schemas under the names conf/*.yaml use: `<command>_schema` for a command's
     config, `schema/<group>_<name>` for a group's options (`- /schema/model_conv@_here_`)."""
     cs = ConfigStore.instance()
-    commands = {"cv": Cv, "ensemble": RunDir, "report": RunDir, "export": Export, "serve": Serve, "predict": Predict,
+    commands = {"cv": Cv, "ensemble": RunDirData, "report": RunDirData, "export": Export, "serve": Serve, "predict": Predict,
                 "submit": Submit, "blend": Blend, "download": Download}
     for command, node in commands.items():
         cs.store(name=f"{command}_schema", node=node)

@@ -38,7 +38,11 @@ def test_experiment_config_is_its_recipe(name):
     assert compose_config([f"experiment={name}", "epochs=1", "fold=2"]).epochs == 1
 
 
-@pytest.mark.parametrize("names", [EXPERIMENTS[:4], EXPERIMENTS[4:]], ids=["first_four", "last_three"])  # two test processes share the work
+# By default the recipes with machinery of their own (augmentation, EMA and cosine, the autoencoder's
+# picture); the plain models run whole under -m slow (tests/models/test_builders.py trains a step of each).
+@pytest.mark.parametrize("names", [("kfold_cnn", "cnn_cosine_ema", "autoencoder_classifier"),
+                                   pytest.param(("softmax", "mlp", "simple_cnn", "convbn"), marks=pytest.mark.slow)],
+                         ids=["with_machinery", "plain_models"])
 def test_every_experiment_runs_on_the_sample(tmp_path, names):
     sweep = tmp_path / "sweep"
     run_cv(["-m", f"experiment={','.join(names)}", "data=sample", "fold=2", "epochs=1",

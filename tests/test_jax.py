@@ -96,6 +96,7 @@ def test_a_fold_trained_on_jax_predicts_the_same_under_tensorflow(jax_run, tmp_p
     np.testing.assert_allclose(served.predict(x_test.reshape(len(x_test), -1).astype(np.float32)), test_probs, atol=1e-3)
 
 
+@pytest.mark.slow  # the suite's time; the other direction (JAX-trained, TensorFlow-read) runs by default
 def test_a_fold_trained_on_tensorflow_predicts_the_same_on_jax(tiny, tmp_path, no_tf):
     run_dir = tmp_path / "run"
     run_cv(tiny_overrides(tiny, tmp_path) + ["precision=float32", f"hydra.run.dir={run_dir}"])  # fused BatchNorm

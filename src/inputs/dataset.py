@@ -5,22 +5,21 @@ uint8 images of shape (N, H, W, C) and integer labels in [0, num_classes).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
-import re
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.files import sha256
-from src.inputs import idx
+from src.inputs import cache, csv_file, idx
+from src.inputs.csv_file import check_range, line, shown
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +102,61 @@ def load(cfg: DictConfig) -> Dataset:
     for role in ("train", "test"):
         if not Path(cfg[role]).is_file():
             raise UserError(f"{role} file {cfg[role]} not found: {download_hint(cfg)}")
-    memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
-    train = _read(cfg.train, "train", _configured_shape(cfg), memory)
-    test = _read(cfg.test, "test", train.images.shape[1:], memory, train_path=cfg.train)
+    pending: list = []  # parses to cache once the whole data set has passed its checks
+    train = _read(cfg.train, "train", _configured_shape(cfg), cfg.cache_dir, pending=pending)
+    test = _read(cfg.test, "test", train.images.shape[1:], cfg.cache_dir, train_path=cfg.train, pending=pending)
     classes, y_train = _classes(train.labels, cfg.get("num_classes"), cfg.train)
     y_test = None
     if test.labels is not None:
         y_test = _encode(test.labels, classes, cfg.test, "test", "label")
     if cfg.test_labels:
         y_test = read_labels(cfg.test_labels, len(test.images), classes)
+    cache.commit(pending)
     log.info("train %s: %d images; test %s: %d images", cfg.train, len(train.images), cfg.test, len(test.images))
     return Dataset(train.images, y_train, test.images, y_test, len(classes), {"train": train.digest, "test": test.digest},
                    classes, test.ids, test.id_column)
 
 
+def of_run(run_dir: Path, record: dict, given: DictConfig, roles: tuple[str, ...] = ("train", "test")) -> DictConfig:
+    """The data config with which a command reads a finished run's data again: the recorded one,
+    each file of `roles` from `given` (the command's `data.train=` ...) or else from its recorded
+    path, and only when its SHA-256 is the one run.json records (a run dir from someone else
+    cannot make a command read a file of its choosing); the parse cache is the command's own."""
+    data = copy.deepcopy(record["resolved_config"]["data"])
+    digests = record.get("data") or {}
+    for role in roles:
+        if role not in digests:
+            continue
+        path = given.get(role) or data.get(role)
+        if not path or not Path(path).is_file():
+            problem = "is not there"
+        elif sha256(path) != digests[role]:
+            problem = "is not the file the run was trained on (its SHA-256 differs from run.json's)"
+        else:
+            data[role] = str(path)
+            continue
+        raise UserError(f"{run_dir}: the run's {role} file {path} {problem}: give the file it was trained on "
+                        f"with data.{role}=PATH")
+    data.update(cache_dir=given.get("cache_dir"), sample=False, test_labels=given.get("test_labels") or
+                _verified(data.get("test_labels"), (record.get("files") or {}).get("test_labels")))
+    return OmegaConf.create(data)
+
+
+def _verified(path: str | None, digest: str | None) -> str | None:
+    """`path` when it is a file whose SHA-256 is `digest`, else None (test labels are optional:
+    without them a command goes on without the test accuracy)."""
+    if path and digest and Path(path).is_file() and sha256(path) == digest:
+        return str(path)
+    if path:
+        log.info("the recorded test labels %s are not read (%s): give data.test_labels=PATH for the test accuracy", path,
+                 "no SHA-256 recorded" if not digest else "missing or changed")
+    return None
+
+
 def read_test_format(path: str | Path, cfg: DictConfig) -> Table:
     """A CSV in the competition's test layout (pixel columns, optionally an id or a label column),
     with every check the training data gets; uses the parse cache."""
-    memory = joblib.Memory(cfg.cache_dir, verbose=0) if cfg.cache_dir else None
-    return _read(path, "test", _configured_shape(cfg), memory)
+    return _read(path, "test", _configured_shape(cfg), cfg.cache_dir)
 
 
 def _load_idx(cfg: DictConfig) -> Dataset:
@@ -148,79 +183,33 @@ def _configured_shape(cfg: DictConfig) -> tuple[int, int, int] | None:
     return shape
 
 
-def _read(path, role, shape, memory, train_path=None) -> Table:
+def _read(path, role, shape, cache_dir, train_path=None, pending: list | None = None) -> Table:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{role} file {path} not found: give the path of a CSV file")
     if path.stat().st_size == 0:
         raise UserError(f"{role} file {path} is empty: replace it with the competition's {role}.csv")
-    # path and train_path only word error messages, and errors are never cached: the key is the content
-    parse = memory.cache(parse_csv, ignore=["path", "train_path"]) if memory else parse_csv
     digest = sha256(path)
-    return Table(*parse(str(path), digest, role, shape, train_path and str(train_path)), digest)
+    # path and train_path only word error messages, and errors are never cached: the key is the content
+    name = cache.key(digest, role, list(shape) if shape else None)
+    parsed = cache.cached(cache_dir, name, lambda: csv_file_parse(path, role, shape, train_path), pending)
+    return Table(parsed.images, parsed.labels, parsed.ids, parsed.id_column, digest)
 
 
-PIXEL = re.compile(r"pixel(\d+)", re.IGNORECASE)
-ID_NAMES = ("id", "imageid", "image_id")
+def csv_file_parse(path, role: str, shape: tuple | None, train_path=None) -> csv_file.Parsed:
+    """Parse and check one competition CSV (src.inputs.csv_file): its header first, so that a file
+    whose columns are not images is refused before its body is read."""
+    fix = f"replace it with the competition's {role}.csv"
+    found = csv_file.layout(csv_file.read_header(path, role, fix), path, role)
+    return csv_file.read_body(path, role, found, image_shape(len(found.pixels), shape, path, role, train_path), fix)
 
 
 def parse_csv(path: str, digest: str, role: str, shape: tuple | None, train_path: str | None = None):
     """Parse and check one competition CSV; returns (images uint8 (N,H,W,C), the label column's
-    values or None, the id column's values or None, the id column's name or None).
-
-    The label column is the one named `label` (any case), wherever it stands; pixel columns are
-    `pixel0..` or `pixel1..`; a test file may have one more column, its ids. `shape` is the image
-    shape to expect, or None to take it from the pixel count. `digest` only keys the cache.
-    Raises UserError naming the file, line and column of the first problem found; lines are the
-    file's own 1-based line numbers (the header is line 1).
-    """
-    frame = read_frame(path, role, f"replace it with the competition's {role}.csv")
-    if len(frame) == 0:
-        raise UserError(f"{role} file {path} has a header but no rows: it needs at least one image per row")
-    label, id_column, pixels = _layout(frame, path, role)
-    shape = image_shape(len(pixels), shape, path, role, train_path)
-    values = _check_cells(frame[pixels], path, role).to_numpy()
-    _check_range(values, path, role, "pixel", 0, 255, "a gray level", pixels)
-    labels = _label_values(frame[label], path, role, label) if label else None
-    ids = frame[id_column].to_numpy() if id_column else None
-    if ids is not None and pd.isna(ids).any():
-        row = int(np.argmax(pd.isna(ids)))
-        raise UserError(f"{role} file {path}: missing id at line {_line(row)}, column {id_column!r}: every image needs its id")
-    return values.astype(np.uint8).reshape((-1, *shape)), labels, ids, id_column
-
-
-def _layout(frame: pd.DataFrame, path, role: str) -> tuple[str | None, str | None, list[str]]:
-    """(the label column, the id column, the pixel columns in order) of a CSV's header."""
-    names = [str(c) for c in frame.columns]
-    labels = [c for c in names if c.lower() == "label"]
-    if len(labels) > 1:
-        raise UserError(f"{role} file {path} has {len(labels)} label columns {labels}: keep one")
-    label = labels[0] if labels else None
-    if role == "train" and label is None:
-        raise UserError(
-            f"train file {path} has no 'label' column (first header names: {_names(frame.columns[:3])}): "
-            "the training file needs a header `label,pixel0,...`; is it the test file?"
-        )
-    pixels = [c for c in names if PIXEL.fullmatch(c)]
-    if not pixels:  # headers without pixel names: every column but the label is a pixel
-        return label, None, [c for c in names if c != label]
-    numbers = [int(PIXEL.fullmatch(c)[1]) for c in pixels]
-    start = numbers[0]
-    for i, (name, number) in enumerate(zip(pixels, numbers)):
-        if start not in (0, 1) or number != start + i:
-            raise UserError(f"{role} file {path}: pixel column {name!r} is out of order (column {names.index(name) + 1}): "
-                            f"pixel columns must run pixel0, pixel1, ... or pixel1, pixel2, ... in order")
-    others = [c for c in names if c != label and not PIXEL.fullmatch(c)]
-    if role == "train" and others:
-        if others[0].lower() in ID_NAMES:
-            raise UserError(f"train file {path} has an id column {others[0]!r}: training rows take no ids, "
-                            "only the label and the pixels: drop the column")
-        raise UserError(f"train file {path}: column {others[0]!r} is neither the label nor a pixel "
-                        "(pixel0.. or pixel1..): drop it, or rename it to `label` if it holds the labels")
-    if len(others) > 1:
-        raise UserError(f"test file {path} has {len(others)} columns that are neither pixels nor the label "
-                        f"({_names(others[:4])}): a test file may have one, its ids")
-    return label, others[0] if others else None, pixels
+    values or None, the id column's values or None, the id column's name or None). `digest` is
+    not used (it keyed the cache of older versions)."""
+    parsed = csv_file_parse(path, role, shape, train_path)
+    return parsed.images, parsed.labels, parsed.ids, parsed.id_column
 
 
 def image_shape(pixels: int, shape: tuple | None, path, role: str, train_path: str | None = None) -> tuple[int, int, int]:
@@ -253,24 +242,8 @@ def _choices(pixels: int) -> str:
 
 def _label_values(column: pd.Series, path, role: str, name: str) -> np.ndarray:
     """A label column's values: integers when every value is one, else strings; none missing."""
-    missing = column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy()
-    if missing.any():
-        row = int(np.argmax(missing))
-        raise UserError(f"{role} file {path}: missing label at line {_line(row)}, column {name!r}: fill it in or drop the row")
-    numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().any() and numeric.isna().any():  # a typo among numbers, not a text class
-        row = int(np.argmax(numeric.isna().to_numpy()))
-        raise UserError(f"{role} file {path}: non-numeric value {str(column.iloc[row]).strip()!r} at line {_line(row)}, "
-                        f"column {name!r} among numeric labels: correct it or drop the row (labels are all numbers or all text)")
-    if numeric.notna().all():
-        values = numeric.to_numpy(np.float64)
-        whole = values == np.round(values)
-        if not whole.all():
-            row = int(np.argmax(~whole))
-            raise UserError(f"{role} file {path}: label {_number(values[row])} at line {_line(row)}, column {name!r} "
-                            "is not an integer (a class): correct it or drop the row")
-        return values.astype(np.int64)
-    return column.astype(str).str.strip().to_numpy(dtype=object)
+    text = column.where(column.isna(), column.astype(str)).astype(object)
+    return csv_file.label_values(csv_file.present(text, name, "label", path, role, 0), path, role, name)
 
 
 def _classes(labels: np.ndarray, num_classes: int | None, path) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +251,7 @@ def _classes(labels: np.ndarray, num_classes: int | None, path) -> tuple[np.ndar
     0..num_classes-1 (the classes, whether all occur or not); otherwise the classes are the labels'
     distinct values."""
     if num_classes is not None and labels.dtype != object:
-        _check_range(labels, path, "train", "label", 0, int(num_classes) - 1, "a class index", ["label"])
+        check_range(labels, path, "train", "label", 0, int(num_classes) - 1, "a class index", ["label"])
         return np.arange(int(num_classes)), labels
     classes = np.unique(labels)
     if num_classes is not None and len(classes) != int(num_classes):
@@ -296,9 +269,9 @@ def _encode(labels: np.ndarray, classes: np.ndarray, path, role: str, column: st
     unseen = classes[index] != labels
     if unseen.any():
         row = int(np.argmax(unseen))
-        shown = ", ".join(_shown(c) for c in classes[:10]) + (", …" if len(classes) > 10 else "")
-        raise UserError(f"{role} file {path}: label {_shown(labels[row])} at line {_line(row)}, column {column!r} is not among "
-                        f"the training labels ({shown})")
+        known = ", ".join(_shown(c) for c in classes[:10]) + (", …" if len(classes) > 10 else "")
+        raise UserError(f"{role} file {path}: label {_shown(labels[row])} at line {line(row)}, column {column!r} is not among "
+                        f"the training labels ({known})")
     return index.astype(np.int64)
 
 
@@ -316,42 +289,25 @@ def read_labels(path: str | Path, n_rows: int, classes: np.ndarray) -> np.ndarra
     if "Label" not in frame.columns or len(frame) != n_rows:
         raise UserError(
             f"{role} file {path} must have a 'Label' column and {n_rows} rows (one per test image), "
-            f"found columns {_names(frame.columns[:3])} and {len(frame)} rows: {fix}"
+            f"found columns {[shown(c) for c in frame.columns[:3]]} and {len(frame)} rows: {fix}"
         )
     labels = _label_values(frame["Label"], path, role, "Label")
     if labels.dtype != object and classes.dtype != object and np.array_equal(classes, np.arange(len(classes))):
-        _check_range(labels, path, role, "label", 0, len(classes) - 1, "a class index", ["Label"])
+        check_range(labels, path, role, "label", 0, len(classes) - 1, "a class index", ["Label"])
     return _encode(labels, classes, path, role, "Label")
 
 
 def read_frame(path, role: str, fix: str) -> pd.DataFrame:
-    """`pd.read_csv` with every way it can fail turned into a one-line UserError naming the file.
+    """`pd.read_csv` of a small CSV (labels, a sample submission), every way it can fail a
+    one-line UserError naming the file.
 
     Blank lines are kept (as empty rows, refused later) so that row i is always file line i + 2,
     and `index_col=False` stops pandas from silently taking column 0 as the index when a row
     has one field more than the header.
     """
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, low_memory=False, skip_blank_lines=False, index_col=False)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{role} file {path} is empty (or its first lines are blank): {fix}") from None
-    except pd.errors.ParserError as e:
-        text = " ".join(str(e).split())
-        if m := re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text):
-            detail = f"line {m[2]} has {m[3]} fields where the header has {m[1]}; every row needs one value per header column"
-        elif m := re.search(r"EOF inside string starting at row (\d+)", text):  # pandas counts rows from 0
-            detail = f'line {int(m[1]) + 1} opens a quote (") that is never closed: remove the stray quote'
-        else:
-            detail = f"{text}; every row needs one value per header column"
-        raise UserError(f"{role} file {path}: {detail}") from None
-    except (UnicodeDecodeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        reason = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"{role} file {path} is not a readable CSV ({type(e).__name__}: {reason}): "
-            "give a UTF-8 .csv file, or a .csv.gz / single-file .zip of one"
-        ) from None
+    with csv_file.parse_errors(path, role, fix), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=False, index_col=False)
     if frame.shape[1] == 0:
         raise UserError(f"{role} file {path}: line 1 is blank: the first line must be the header; {fix}")
     if any("Length of header" in str(w.message) for w in caught):
@@ -360,69 +316,11 @@ def read_frame(path, role: str, fix: str) -> pd.DataFrame:
             "every row needs one value per header column"
         )
     if frame.shape[1] == 1 and any(sep in str(frame.columns[0]) for sep in ";\t|"):
-        raise UserError(
-            f"{role} file {path} has a single column {_names(frame.columns[:1])[0]!r}: "
-            "the file must be comma-separated"
-        )
+        raise UserError(f"{role} file {path} has a single column {shown(frame.columns[0])}: the file must be comma-separated")
     return frame
-
-
-def _names(columns) -> list[str]:
-    """Header names for a message, each cut to 30 characters."""
-    return [c if len(c) <= 30 else c[:27] + "..." for c in map(str, columns)]
-
-
-def _number(v) -> str:
-    """A cell value as the user would write it: 256, 12.5, -1, inf (not np.float64(256.0))."""
-    v = float(v)
-    return str(int(v)) if v.is_integer() else repr(v)
 
 
 def _shown(label) -> str:
-    """A label as written in the file: 7, 'seven' (not np.int64(7))."""
+    """A label as written in the file: 7, 'seven' (not np.int64(7)), cut to a readable length."""
     label = label.item() if isinstance(label, np.generic) else label
-    return repr(label) if isinstance(label, str) else str(label)
-
-
-def _line(row: int) -> int:
-    return row + 2  # 1-based, after the header line
-
-
-def _check_cells(frame: pd.DataFrame, path, role) -> pd.DataFrame:
-    """Refuse non-numeric and missing cells; return the frame with every column numeric."""
-    for col in frame.columns:
-        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
-            numeric = pd.to_numeric(frame[col], errors="coerce")
-            bad = numeric.isna() & frame[col].notna()
-            if bad.any():
-                row = int(np.argmax(bad.to_numpy()))
-                raise UserError(
-                    f"{role} file {path}: non-numeric value {frame[col].iloc[row]!r} at line {_line(row)}, "
-                    f"column {col!r}: every cell must be a number"
-                )
-            frame = frame.assign(**{col: numeric})
-    missing = frame.isna().to_numpy()
-    if missing.any():
-        row, col = np.argwhere(missing)[0]
-        filled = int((~missing[row]).sum())
-        if filled == 0:
-            raise UserError(f"{role} file {path}: line {_line(row)} is empty: delete the line or fill in its values")
-        raise UserError(
-            f"{role} file {path}: missing value at line {_line(row)}, column {frame.columns[col]!r} "
-            f"(the row has {filled} of {frame.shape[1]} values): fill it in or drop the row"
-        )
-    return frame
-
-
-def _check_range(values, path, role, what, lo, hi, meaning, columns) -> None:
-    """Refuse a value that is not an integer in lo..hi; `values` is (rows,) or (rows, len(columns))."""
-    v = values.astype(np.float64) if values.dtype == object else values
-    bad = (v < lo) | (v > hi) | (v != np.round(v))
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        row = int(idx[0])
-        col = columns[idx[1]] if len(idx) > 1 else columns[0]
-        raise UserError(
-            f"{role} file {path}: {what} {_number(values[tuple(idx)])} at line {_line(row)}, column {col!r} "
-            f"is not an integer in {lo}..{hi} ({meaning}): correct it or drop the row"
-        )
+    return shown(label) if isinstance(label, str) else str(label)

@@ -6,6 +6,7 @@ dimensions), D int32 sizes, then the bytes. Every problem is a UserError naming 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -45,7 +46,7 @@ def read_idx(path: str | Path, role: str, dims: int) -> np.ndarray:
     if len(raw) < header:
         raise UserError(f"{role} file {path} is truncated inside its header ({len(raw)} of {header} bytes): download it again")
     shape = struct.unpack(f">{dims}I", raw[4:header])
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # Python's integers: a crafted header cannot overflow them
     if len(raw) - header != size:
         raise UserError(
             f"{role} file {path} holds {len(raw) - header:,} data bytes but its header {list(shape)} promises "

@@ -45,11 +45,11 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
 
 
 def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None,
-                 seed: int = 0) -> keras.utils.PyDataset:
-    """Float batches of `x` to predict: plain (view -1), or view v's random affine seeded by (seed, v, batch)."""
+                 seed: int = 0, first: int = 0) -> keras.utils.PyDataset:
+    """Float batches of `x` to predict: plain (view -1), or view v's random affine seeded by (seed, v, first + batch)."""
     images, _ = pad(x, batch_size)
     run = augmenter(Ranges.of(cfg if view >= 0 else None, affine_only=True))
-    return Batches(len(images) // batch_size, lambda i: (run(images[i * batch_size:(i + 1) * batch_size], seed, view, i),))
+    return Batches(len(images) // batch_size, lambda i: (run(images[i * batch_size:(i + 1) * batch_size], seed, view, first + i),))
 
 
 class Batches(keras.utils.PyDataset):

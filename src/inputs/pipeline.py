@@ -30,9 +30,11 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
     return _backend().eval_dataset(x, y, batch_size, num_classes)
 
 
-def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None, seed: int = 0):
-    """Float batches of `x` to predict: the plain images (view -1) or augmented view v seeded by (seed, v, batch)."""
-    return _backend().view_batches(x, batch_size, view, cfg, seed)
+def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None, seed: int = 0,
+                 first: int = 0):
+    """Float batches of `x` to predict: the plain images (view -1) or augmented view v, batch i
+    seeded by (seed, v, first + i) (`first`: where `x` starts, in batches, in a larger set)."""
+    return _backend().view_batches(x, batch_size, view, cfg, seed, first)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -69,10 +69,10 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
 
 
 def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, first: int = 0) -> tf.data.Dataset:
     """Fixed-shape float32 batches of `x` to predict, the last one padded with blank images (the
     caller keeps the first `len(x)` rows): the plain images (view -1), or view v, every batch i
-    transformed by `cfg`'s random affine ranges seeded by (seed, v, i)."""
+    transformed by `cfg`'s random affine ranges seeded by (seed, v, first + i)."""
     padded, _ = pad(x, batch_size)
     ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True).enumerate()
 
@@ -80,7 +80,7 @@ def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig
         images = tf.cast(images, tf.float32)
         if view < 0:
             return images
-        return random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i))
+        return random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i + first))
 
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
 

@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 
 from src.inputs import pipeline
 
+CHUNK_BATCHES = 128
+
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int, views: int = 0,
             cfg: DictConfig | None = None, seed: int = 0) -> np.ndarray:
@@ -16,9 +18,12 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int, views: int = 0,
     With `views` > 0 (test-time augmentation), the mean over the plain images and `views` copies
     transformed with `cfg`'s random affine ranges, view v of batch i seeded by (seed, v, i).
     """
+    step = batch_size * CHUNK_BATCHES  # rows per call: the input pipeline never holds a copy of all of `x`
     total = 0.0
     for v in range(-1, views):
-        total = total + model.predict(pipeline.view_batches(x, batch_size, v, cfg, seed), verbose=0)[: len(x)].astype(np.float64)
+        parts = [model.predict(pipeline.view_batches(x[i:i + step], batch_size, v, cfg, seed, i // batch_size),
+                               verbose=0)[: len(x[i:i + step])] for i in range(0, len(x), step)]
+        total = total + np.concatenate(parts).astype(np.float64)
     return (total / (views + 1)).astype(np.float32)
 
 

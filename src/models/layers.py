@@ -6,9 +6,12 @@ Loading a saved model needs this module imported (`import src.models` does it).
 """
 from __future__ import annotations
 
+import zipfile
+
 import keras
 from keras import layers
 
+from src.errors import UserError
 from src.runtime import current
 
 
@@ -73,10 +76,16 @@ def batch_norm(momentum: float, scale: bool = True) -> BatchNormalization:
     return BatchNormalization(momentum=momentum, scale=False)
 
 
-def load_model(path, **kwargs) -> keras.Model:
-    """A saved fold model, on whatever runtime it was trained (safe mode stays on: a Lambda layer
-    in a stranger's file is refused). The one place fold models are loaded."""
-    return keras.models.load_model(path, **kwargs)
+def load_model(path, compile: bool = True) -> keras.Model:
+    """A saved fold model, on whatever runtime it was trained. The one place fold models are
+    loaded, always in safe mode (a Lambda layer or other code in a stranger's file is refused,
+    whatever keras.config says); a file Keras cannot load is a UserError naming it."""
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(f"{path} cannot be loaded as a Keras model ({type(e).__name__}: {reason}): the run dir is "
+                        "damaged or not from this project; train the fold again (delete its folder and resume the run)") from None
 
 
 @keras.saving.register_keras_serializable(package="src")

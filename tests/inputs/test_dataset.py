@@ -399,7 +399,7 @@ def test_cache_parses_once_and_reparses_an_edited_file(files, train, monkeypatch
     assert not files.cache.exists()
     first = data.load(cfg)
     assert sorted(parses) == ["test.csv", "train.csv"]
-    assert len(list(files.cache.rglob("output.pkl"))) == 2  # joblib stored both parses
+    assert len(list(files.cache.glob("*/images.npy"))) == 2  # both parses stored as arrays
 
     second = data.load(cfg)
     assert len(parses) == 2  # both served from the cache

@@ -1,6 +1,7 @@
 """The default CNN has the recipe's layers."""
 from __future__ import annotations
 
+import pytest
 from keras import layers
 
 from src.models import kfold_cnn
@@ -41,3 +42,20 @@ def test_fused_batch_norm_matches_keras_and_survives_saving(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert any(isinstance(l, FusedBatchNorm) for l in loaded.layers)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp", "simple_cnn", "convbn", "autoencoder_classifier"])
+def test_each_experiments_model_builds_from_its_config_and_trains_a_step(name):
+    """In-process and quick: test_experiments runs these recipes whole under -m slow."""
+    import keras
+    import numpy as np
+    from conftest import compose_config
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"experiment={name}"])
+    model = instantiate(cfg.model)(input_shape=(28, 28, 1), num_classes=10)
+    model.compile(optimizer="adam", loss=cfg.loss)
+    x = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1)).astype(np.float32)
+    y = keras.utils.to_categorical(np.arange(32) % 10, 10)
+    loss = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss) and model.predict(x[:4], verbose=0).shape == (4, 10)

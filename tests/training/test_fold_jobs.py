@@ -61,6 +61,7 @@ def wait_unlocked(run_dir, folds: int, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.slow  # the suite's time: test_a_parallel_run_killed_mid_run_resumes runs fold jobs by default
 def test_jobs_2_gives_the_same_bytes_as_jobs_1_under_deterministic(tiny, tmp_path):
     outputs = []
     for jobs in (1, 2):

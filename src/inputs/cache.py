@@ -1,0 +1,118 @@
+"""The parse cache: a parsed CSV kept as plain arrays, keyed by its content, never a pickle.
+
+An entry is a folder `<cache_dir>/<key>/` holding `images.npy` (uint8), the labels and ids as
+`.npy` (integers, read with allow_pickle=False) or `.json` (text), and `entry.json` with the
+SHA-256 of each of them. Nothing in it can run code, whoever wrote it; an entry whose files do
+not match entry.json is ignored and rebuilt. Entries are written whole under a temporary name,
+then renamed. Caches of older versions (joblib pickles) are never read: they are simply rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from src.files import sha256
+from src.inputs.csv_file import Parsed
+
+log = logging.getLogger(__name__)
+
+VERSION = 2  # 1: joblib.Memory pickles (before 2026-12)
+ENTRY = "entry.json"
+
+
+def key(*parts) -> str:
+    """An entry's name for what it was parsed from (the file's SHA-256, the role, the shape)."""
+    return hashlib.sha256(json.dumps([VERSION, *parts]).encode()).hexdigest()[:32]
+
+
+def cached(cache_dir: str | Path | None, name: str, parse: Callable[[], Parsed], pending: list | None = None) -> Parsed:
+    """`parse()`, or what an earlier call with the same `name` stored in `cache_dir` (None: no cache).
+    A new parse is stored at once, or, with `pending`, added to it for `commit` to store once
+    every file of the data set has passed its checks (a refused data set leaves no cache)."""
+    if not cache_dir:
+        return parse()
+    entry = Path(cache_dir) / name
+    found = load(entry)
+    if found is not None:
+        return found
+    parsed = parse()  # a UserError is never stored
+    if pending is None:
+        commit([(entry, parsed)])
+    else:
+        pending.append((entry, parsed))
+    return parsed
+
+
+def commit(pending: list[tuple[Path, Parsed]]) -> None:
+    """Store the parses `cached` left pending."""
+    for entry, parsed in pending:
+        try:
+            store(entry, parsed)
+        except OSError as e:  # a full or read-only cache costs time, not the run
+            log.warning("cannot write the parse cache %s (%s): going on without it", entry, e.strerror or e)
+
+
+def load(entry: Path) -> Parsed | None:
+    """The entry's arrays, or None when it is missing, damaged or not what entry.json records."""
+    try:
+        record = json.loads((entry / ENTRY).read_text())
+        if record.get("version") != VERSION:
+            return None
+        files = record["sha256"]
+        if any(sha256(entry / name) != digest for name, digest in files.items()):
+            raise ValueError("a file does not match its SHA-256")
+        arrays = {Path(name).stem: _read(entry / name) for name in files}
+        return Parsed(arrays["images"], arrays.get("labels"), arrays.get("ids"), record.get("id_column"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.info("parse cache entry %s is not usable (%s): parsing again", entry, e)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def store(entry: Path, parsed: Parsed) -> None:
+    """Write `parsed` as the entry (a temporary folder renamed into place)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        names = [_write(tmp, "images", parsed.images)]
+        names += [_write(tmp, role, values) for role, values in (("labels", parsed.labels), ("ids", parsed.ids))
+                  if values is not None]
+        record = {"version": VERSION, "id_column": parsed.id_column, "sha256": {n: sha256(tmp / n) for n in names}}
+        (tmp / ENTRY).write_text(json.dumps(record, indent=1) + "\n")
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process stored the same entry first
+            if not (entry / ENTRY).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write(folder: Path, role: str, values: np.ndarray) -> str:
+    if values.dtype == object:
+        name = f"{role}.json"
+        (folder / name).write_text(json.dumps([str(v) for v in values]))
+    else:
+        name = f"{role}.npy"
+        np.save(folder / name, values, allow_pickle=False)
+    return name
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.suffix == ".json":
+        values = json.loads(path.read_text())
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{path.name} is not a list of strings")
+        return np.array(values, dtype=object)
+    return np.load(path, allow_pickle=False)
