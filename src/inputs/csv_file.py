@@ -1,18 +1,20 @@
-"""Read one competition CSV into uint8 images, a chunk of rows at a time, checking every cell.
+"""Read one competition CSV into uint8 images, a block of lines at a time, checking every cell.
 
 The header is read on its own first (duplicated names stay visible, and a file whose columns
-cannot be images is refused before its body is read); the body then goes through pandas' C
-parser CHUNK_ROWS rows at a time, each chunk checked and cast to uint8 into one array grown in
-place. Memory stays near the uint8 images themselves, never a float64 copy of the whole table.
+cannot be images is refused before its body is read); the body then goes block by block into
+one uint8 array grown in place (read_body): memory stays near the images themselves, never a
+float64 copy of the whole table.
 Every problem is a one-line UserError naming the file, its line (the header is line 1) and column.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import re
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -22,7 +24,8 @@ from pandas.io.common import get_handle
 
 from src.errors import UserError
 
-CHUNK_ROWS = 2048
+BLOCK_BYTES = 8 << 20  # of the file per block: the parse's working memory is a few times this
+THREADS = 2  # blocks parsed at once (numpy releases the GIL)
 SHOWN = 40  # characters of a cell or a name quoted in a message
 LABEL_LIMIT = 2**31  # integer labels are classes: beyond this they are not (inf, 1e300, a pixel column)
 PIXEL = re.compile(r"pixel(\d+)", re.IGNORECASE)
@@ -90,7 +93,8 @@ def layout(names: list[str], path, role: str) -> Layout:
         if start not in (0, 1) or int(PIXEL.fullmatch(names[i])[1]) != start + k:
             raise UserError(f"{role} file {path}: pixel column {shown(names[i])} is out of order (column {i + 1}): "
                             "pixel columns must run pixel0, pixel1, ... or pixel1, pixel2, ... in order")
-    others = [i for i in range(len(names)) if i != label and i not in set(pixels)]
+    taken = set(pixels) | {label}
+    others = [i for i in range(len(names)) if i not in taken]
     if role == "train" and others:
         first = names[others[0]]
         if first.lower() in ID_NAMES:
@@ -105,20 +109,26 @@ def layout(names: list[str], path, role: str) -> Layout:
 
 
 def read_body(path, role: str, found: Layout, shape: tuple[int, int, int], fix: str) -> Parsed:
-    """Every row of the file after its header, checked, as uint8 images of `shape`."""
-    text = [i for i in (found.label, found.id_column) if i is not None]
-    images = np.empty((CHUNK_ROWS, *shape), np.uint8)
+    """Every row of the file after its header, checked, as uint8 images of `shape`.
+
+    The file is read in blocks of whole lines. A block of plain unsigned integers of at most three
+    digits (what competition files hold) is parsed with numpy alone, THREADS blocks at once; any
+    other block (text labels or ids, quotes, decimals, blanks, a bad cell) goes through pandas,
+    whose cell-by-cell checks name the first problem exactly.
+    """
+    images = np.empty((1024, *shape), np.uint8)
     labels, ids, rows = [], [], 0
-    for chunk in _chunks(path, role, fix, len(found.names), {i: str for i in text}):
-        end = rows + len(chunk)
-        if end > len(images):  # realloc: large blocks grow in place (mremap), no second copy
-            images.resize((max(end, 2 * len(images)), *shape), refcheck=False)
-        images[rows:end] = _pixels(chunk, found, path, role, rows).reshape(-1, *shape)
-        if found.label is not None:
-            labels.append(present(chunk[found.label], found.names[found.label], "label", path, role, rows))
-        if found.id_column is not None:
-            ids.append(present(chunk[found.id_column], found.names[found.id_column], "id", path, role, rows))
-        rows = end
+    with ThreadPoolExecutor(THREADS) as pool:
+        for window in _windows(_blocks(path, role, fix), THREADS):
+            for block, part in zip(window, pool.map(lambda b: _fast(b, found), window)):
+                pixels, label, ident = part or _exact(block, found, path, role, fix, rows)
+                end = rows + len(pixels)
+                if end > len(images):  # realloc: large blocks grow in place (mremap), no second copy
+                    images.resize((max(end, 2 * len(images)), *shape), refcheck=False)
+                images[rows:end] = pixels.reshape(-1, *shape)
+                labels += [] if label is None else [label]
+                ids += [] if ident is None else [ident]
+                rows = end
     if rows == 0:
         raise UserError(f"{role} file {path} has a header but no rows: it needs at least one image per row")
     images.resize((rows, *shape), refcheck=False)
@@ -127,24 +137,88 @@ def read_body(path, role: str, found: Layout, shape: tuple[int, int, int], fix: 
                   found.names[found.id_column] if found.id_column is not None else None)
 
 
-def _chunks(path, role: str, fix: str, columns: int, dtype: dict) -> Iterator[pd.DataFrame]:
-    """The rows after the header, CHUNK_ROWS at a time; blank lines kept (as empty rows, refused
-    later) so that row i is always file line i + 2."""
-    with parse_errors(path, role, fix):
-        reader = pd.read_csv(path, header=None, skiprows=1, names=range(columns), index_col=False, skip_blank_lines=False,
-                             chunksize=CHUNK_ROWS, dtype=dtype, encoding="utf-8")
-    with reader:
-        while True:
-            with parse_errors(path, role, fix), warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", pd.errors.ParserWarning)
-                chunk = next(reader, None)
-            if any("Length of header" in str(w.message) for w in caught):  # pandas would drop the extra field
-                raise UserError(f"{role} file {path}: line 2 has more fields than the {columns} of the header; "
-                                "every row needs one value per header column")
-            if chunk is None:
-                return
-            if len(chunk):
-                yield chunk
+def plain_integers(block: bytes, columns: int) -> np.ndarray | None:
+    """The cells of `block` (whole lines of `columns` comma-separated cells) as uint16 (rows,
+    columns) when every cell is 1 to 3 digits, else None. Vectorized: the cell ends are the bytes
+    below '0', and each value is read from the up to three digits before its end."""
+    buf = np.frombuffer(block, np.uint8)
+    if np.count_nonzero(buf > ord("9")):
+        return None
+    ends = np.flatnonzero(buf < ord("0"))
+    term = buf[ends]
+    newline = term == ord("\n")
+    if len(ends) % columns or not (newline | (term == ord(","))).all():
+        return None
+    if not newline[columns - 1::columns].all() or np.count_nonzero(newline) != len(ends) // columns:
+        return None
+    digits = np.diff(ends, prepend=-1) - 1
+    if digits.min() < 1 or digits.max() > 3:
+        return None
+    values = (buf[ends - 1] - ord("0")).astype(np.uint16)
+    for place, scale in ((2, 10), (3, 100)):
+        more = digits >= place
+        values[more] += scale * (buf[ends[more] - place] - ord("0")).astype(np.uint16)
+    return values.reshape(-1, columns)
+
+
+def _fast(block: bytes, found: Layout) -> tuple | None:
+    """(pixels, labels, ids) of a block that `plain_integers` reads; None when it cannot, or when
+    a pixel is over 255 (the exact parser then names it)."""
+    values = plain_integers(block, len(found.names))
+    if values is None:
+        return None
+    first = found.pixels[0]
+    contiguous = found.pixels[-1] - first + 1 == len(found.pixels)
+    pixels = values[:, first:first + len(found.pixels)] if contiguous else values[:, found.pixels]
+    if pixels.max(initial=0) > 255:
+        return None
+    label = values[:, found.label].astype(np.int64) if found.label is not None else None
+    ident = values[:, found.id_column].astype(np.int64) if found.id_column is not None else None
+    return pixels, label, ident  # uint16 under 256: stored into the uint8 images as they are
+
+
+def _exact(block: bytes, found: Layout, path, role: str, fix: str, offset: int) -> tuple:
+    """(pixels, labels, ids) of a block through pandas, every cell checked (`offset`: rows before it)."""
+    text = {i: str for i in (found.label, found.id_column) if i is not None}
+    with parse_errors(path, role, fix, offset), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        chunk = pd.read_csv(io.BytesIO(block), header=None, names=range(len(found.names)), index_col=False,
+                            skip_blank_lines=False, dtype=text, encoding="utf-8")
+    if any("Length of header" in str(w.message) for w in caught):  # pandas would drop the extra field
+        raise UserError(f"{role} file {path}: line {line(offset)} has more fields than the {len(found.names)} of the "
+                        "header; every row needs one value per header column")
+    pixels = _pixels(chunk, found, path, role, offset)
+    columns = [(found.label, "label"), (found.id_column, "id")]
+    label, ident = (None if i is None else present(chunk[i], found.names[i], what, path, role, offset) for i, what in columns)
+    return pixels, label, ident
+
+
+def _blocks(path, role: str, fix: str) -> Iterator[bytes]:
+    """The file's bytes after its header line (decompressed), in blocks of about BLOCK_BYTES that
+    end at a line end."""
+    with parse_errors(path, role, fix), get_handle(path, "rb", compression="infer", is_text=False) as handle:
+        stream, rest = handle.handle, b""
+        stream.readline()
+        while block := stream.read(BLOCK_BYTES):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+        if rest.strip(b"\r\n"):
+            yield rest + b"\n"
+
+
+def _windows(blocks: Iterator[bytes], n: int) -> Iterator[list[bytes]]:
+    """`blocks` n at a time: the threads' work, and all of the file that is in memory at once."""
+    window = []
+    for block in blocks:
+        window.append(block)
+        if len(window) == n:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def _pixels(chunk: pd.DataFrame, found: Layout, path, role: str, offset: int) -> np.ndarray:
@@ -221,8 +295,10 @@ def check_range(values, path, role, what, lo, hi, meaning, columns, offset: int 
 
 
 @contextlib.contextmanager
-def parse_errors(path, role: str, fix: str) -> Iterator[None]:
-    """Every way pandas can fail on a file, as a one-line UserError naming it."""
+def parse_errors(path, role: str, fix: str, offset: int | None = None) -> Iterator[None]:
+    """Every way pandas can fail on a file, as a one-line UserError naming it. `offset`: when
+    pandas was given a block of the file's data lines, the data rows before it (pandas then counts
+    the block's lines from 1); None when it read the whole file, header included."""
     try:
         yield
     except pd.errors.EmptyDataError:
@@ -230,9 +306,11 @@ def parse_errors(path, role: str, fix: str) -> Iterator[None]:
     except pd.errors.ParserError as e:
         text = " ".join(str(e).split())
         if m := re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text):
-            detail = f"line {m[2]} has {m[3]} fields where the header has {m[1]}; every row needs one value per header column"
+            at = int(m[2]) if offset is None else line(offset + int(m[2]) - 1)
+            detail = f"line {at} has {m[3]} fields where the header has {m[1]}; every row needs one value per header column"
         elif m := re.search(r"EOF inside string starting at row (\d+)", text):  # pandas counts rows from 0
-            detail = f'line {int(m[1]) + 1} opens a quote (") that is never closed: remove the stray quote'
+            at = int(m[1]) + 1 if offset is None else line(offset + int(m[1]))
+            detail = f'line {at} opens a quote (") that is never closed: remove the stray quote'
         else:
             detail = f"{text[:200]}; every row needs one value per header column"
         raise UserError(f"{role} file {path}: {detail}") from None

@@ -387,14 +387,16 @@ def test_test_labels_missing_empty_or_out_of_range(files, digits):
 
 
 def test_cache_parses_once_and_reparses_an_edited_file(files, train, monkeypatch):
-    parses = []
-    real = pd.read_csv
+    from src.inputs import csv_file
 
-    def counting(path, *args, **kwargs):  # the real parse runs; a cache hit never reaches pandas
+    parses = []
+    real = csv_file.read_body
+
+    def counting(path, *args, **kwargs):  # the real parse runs; a cache hit never reads the file's body
         parses.append(Path(path).name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(pd, "read_csv", counting)
+    monkeypatch.setattr(csv_file, "read_body", counting)
     cfg = files.cfg()
     assert not files.cache.exists()
     first = data.load(cfg)
