@@ -27,16 +27,14 @@ def command(main: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> T:
+        fresh_log = _log_is_fresh()
         try:
             if args and isinstance(args[0], DictConfig):
-                try:
-                    check_keys(args[0])
-                except UserError:
-                    _remove_output_dir_if_empty()
-                    raise
+                check_keys(args[0])
             return main(*args, **kwargs)
         except UserError as e:
             log.error("%s", e)
+            _remove_litter(fresh_log)
             sys.exit(f"error: {e}")
         except KeyboardInterrupt:
             sys.exit(130)
@@ -44,12 +42,44 @@ def command(main: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def _remove_output_dir_if_empty() -> None:
-    """A refused command line leaves no run dir: Hydra's output dir goes when it holds nothing but
-    Hydra's own config record and this command's log."""
+def refuse_missing_run_dir(argv: list[str]) -> None:
+    """Before Hydra makes the command's output dir (a run-dir command logs into its run_dir):
+    a `run_dir=` that is not a folder ends the command in one line, and nothing is created."""
+    given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == "run_dir" and "=" in a]
+    if given and "${" not in given[-1] and not Path(given[-1]).is_dir():
+        sys.exit(f"error: {given[-1]} is not a run dir of src.cv (no such folder): give the hydra.run.dir of a src.cv run")
+
+
+def _log_path() -> Path | None:
     if not HydraConfig.initialized():
-        return
+        return None
     hc = HydraConfig.get()
-    out = Path(hc.runtime.output_dir)
-    if rundir.holds_nothing(out, f"{hc.job.name}.log"):
-        shutil.rmtree(out, ignore_errors=True)
+    return Path(hc.runtime.output_dir) / f"{hc.job.name}.log"
+
+
+def _log_is_fresh() -> bool:
+    """Whether this command's log file was made by this process (it holds nothing yet)."""
+    path = _log_path()
+    return path is not None and path.is_file() and path.stat().st_size == 0
+
+
+def _remove_litter(fresh_log: bool) -> None:
+    """A refused command leaves nothing behind: Hydra's output dir goes when it holds nothing but
+    Hydra's own config record and this command's log (a mistyped run_dir= makes no folder), and a
+    log this command started in an existing folder goes too."""
+    path = _log_path()
+    if path is None:
+        return
+    if rundir.holds_nothing(path.parent, path.name):
+        _close_file_logs()
+        shutil.rmtree(path.parent, ignore_errors=True)
+    elif fresh_log:
+        _close_file_logs()
+        path.unlink(missing_ok=True)
+
+
+def _close_file_logs() -> None:
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logging.getLogger().removeHandler(handler)

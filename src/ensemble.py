@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import rundir
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.inputs.dataset import of_run, read_labels
 from src.results.ensemble import build, summary
 
@@ -48,4 +48,5 @@ def blend_pointer(argv: list[str]) -> str | None:
 if __name__ == "__main__":
     if pointer := blend_pointer(sys.argv[1:]):
         sys.exit(f"error: {pointer}")
+    refuse_missing_run_dir(sys.argv[1:])
     main()

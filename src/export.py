@@ -2,12 +2,13 @@
 SavedModel in DIR/export/<version>/ (src.serving.export says what it holds)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.serving.export import export
 
 
@@ -18,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_missing_run_dir(sys.argv[1:])
     main()

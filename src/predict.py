@@ -9,6 +9,7 @@ data; an existing output file is refused unless `overwrite=true`.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -18,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.errors import UserError
 from src.files import write_csv
 from src.inputs.dataset import read_test_format
@@ -55,4 +56,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_missing_run_dir(sys.argv[1:])
     main()

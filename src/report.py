@@ -3,13 +3,14 @@ writes them itself at the end of every run)."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from src import rundir
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.inputs import dataset as data_mod
 from src.results import report
 
@@ -26,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_missing_run_dir(sys.argv[1:])
     main()

@@ -300,6 +300,8 @@ class Blend:
 class Download:
     data: Data
     out: str
+    max_bytes: int
+    max_files: int
 
 
 def _open(schema: type) -> DictConfig:

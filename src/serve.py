@@ -3,12 +3,13 @@ ensemble read it as you draw (src.serving.app)."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.extras import require
 
 log = logging.getLogger(__name__)
@@ -32,4 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_missing_run_dir(sys.argv[1:])
     main()

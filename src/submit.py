@@ -4,6 +4,7 @@ submissions. Needs the `[kaggle]` extra and Kaggle credentials."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
-from src.cli import command
+from src.cli import command, refuse_missing_run_dir
 from src.errors import UserError
 from src.inputs.submission import sample_path
 from src.kaggle_client import client
@@ -51,4 +52,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_missing_run_dir(sys.argv[1:])
     main()

@@ -92,3 +92,53 @@ def test_submit_checks_the_submission_and_refuses_data_sets(finished_run, tmp_pa
     (dataset / "run.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="data sets take no submissions"):
         checked_submission(dataset)
+
+
+class RawRecorder(Recorder):
+    """'Downloads' an archive given as bytes, or built from (name, bytes) members, deflated."""
+
+    def __init__(self, members=None, raw: bytes | None = None) -> None:
+        super().__init__({})
+        self.members, self.raw = members or [], raw
+
+    def _zip(self, path, name):
+        target = os.path.join(path, f"{name}.zip")
+        if self.raw is not None:
+            with open(target, "wb") as f:
+                f.write(self.raw)
+            return
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for member, data in self.members:
+                z.writestr(member, data)
+
+
+def fetch_into(api, tmp_path, **limits):
+    from src.download import Limits
+
+    cfg = compose_config(["data=kannada_mnist"])
+    out = tmp_path / "data"
+    return out, lambda: fetch(api, cfg.data.kaggle, out, Limits(**limits))
+
+
+@pytest.mark.parametrize("members, limits, message", [
+    ([("train.csv", b"0" * 3_000_000)], {"max_bytes": 1_000_000}, "unpacks to more than 1,000,000 bytes"),
+    ([(f"f{i}.csv", b"x") for i in range(5)], {"max_files": 3}, "holds more than 3 files"),
+    ([("a/train.csv", b"label\n1\n"), ("b/train.csv", b"label\n2\n")], {}, "two different files are both named 'train.csv'"),
+])
+def test_a_download_past_its_limits_or_with_clashing_names_writes_nothing(members, limits, message, tmp_path):
+    out, run = fetch_into(RawRecorder(members), tmp_path, **limits)
+    with pytest.raises(UserError, match=message):
+        run()
+    assert list(out.iterdir()) == []  # not even the temporary folder
+
+
+def test_the_same_file_in_two_folders_is_one_file(tmp_path):
+    out, run = fetch_into(RawRecorder([("a/train.csv", b"label\n1\n"), ("b/train.csv", b"label\n1\n")]), tmp_path)
+    assert [p.name for p in run()] == ["train.csv"] and (out / "train.csv").read_bytes() == b"label\n1\n"
+
+
+def test_a_damaged_archive_is_one_line(tmp_path):
+    out, run = fetch_into(RawRecorder(raw=b"PK\x03\x04" + b"\x00" * 100), tmp_path)
+    with pytest.raises(UserError, match=r"Kannada-MNIST.zip from Kaggle is not a readable zip archive .*download it again"):
+        run()
+    assert list(out.iterdir()) == []

@@ -9,7 +9,9 @@ then renamed. Caches of older versions (joblib pickles) are never read: they are
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import logging
 import os
 import shutil
@@ -66,10 +68,7 @@ def load(entry: Path) -> Parsed | None:
         record = json.loads((entry / ENTRY).read_text())
         if record.get("version") != VERSION:
             return None
-        files = record["sha256"]
-        if any(sha256(entry / name) != digest for name, digest in files.items()):
-            raise ValueError("a file does not match its SHA-256")
-        arrays = {Path(name).stem: _read(entry / name) for name in files}
+        arrays = {Path(name).stem: _read(entry / name, digest) for name, digest in record["sha256"].items()}
         return Parsed(arrays["images"], arrays.get("labels"), arrays.get("ids"), record.get("id_column"))
     except FileNotFoundError:
         return None
@@ -109,10 +108,23 @@ def _write(folder: Path, role: str, values: np.ndarray) -> str:
     return name
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, digest: str) -> np.ndarray:
+    """One file of an entry, read once: its bytes are hashed (ValueError unless they are `digest`)
+    and then viewed as the array, never unpickled."""
+    with open(path, "rb") as f:
+        data = bytearray(os.fstat(f.fileno()).st_size)
+        f.readinto(data)
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"{path.name} does not match its SHA-256")
     if path.suffix == ".json":
-        values = json.loads(path.read_text())
+        values = json.loads(data)
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise ValueError(f"{path.name} is not a list of strings")
         return np.array(values, dtype=object)
-    return np.load(path, allow_pickle=False)
+    header = io.BytesIO(data)
+    version = np.lib.format.read_magic(header)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(header)
+    if dtype.hasobject or fortran:
+        raise ValueError(f"{path.name} holds {dtype} objects: an entry holds numbers only")
+    return np.frombuffer(data, dtype, count=math.prod(shape), offset=header.tell()).reshape(shape)

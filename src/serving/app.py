@@ -216,7 +216,8 @@ def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16
     served = model if isinstance(model, Served) else load_export(Path(model))
     batcher = Batcher(served.predict, max_batch)
     page = PAGE.read_text()
-    app = FastAPI(title="kfold-digits", docs_url=None, redoc_url=None)  # the docs pages load from a CDN
+    # no /docs, /redoc (they load from a CDN) nor /openapi.json: nothing to show a stranger
+    app = FastAPI(title="kfold-digits", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -243,7 +244,7 @@ def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "version": served.version, "folds": served.folds, "pixels": served.pixels,
-                "classes": served.classes, "labels": [served.label(k) for k in range(served.classes)], "model": served.path}
+                "classes": served.classes, "labels": [served.label(k) for k in range(served.classes)]}  # no paths on disk
 
     @app.post("/predict")
     async def predict(body: PixelsIn) -> JSONResponse:

@@ -454,3 +454,75 @@ def test_cli_refuses_a_missing_file_in_one_line_and_leaves_no_run_dir(tmp_path):
     assert "python -m src.download" in errors[0] and "data=sample" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------- inputs that once ended badly
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "-9999999999"])
+def test_a_label_that_is_no_class_is_refused_not_wrapped(files, train, value):
+    lines = csv_lines(train)
+    lines[3] = set_cell(lines[3], 0, value)  # file line 4
+    files.write(files.train, joined(lines))
+    refused(files.cfg(), f"train file {files.train}: label {value} at line 4, column 'label'", "is not an integer")
+
+
+def test_a_duplicated_pixel_column_is_named_not_taken_as_the_id(files, test):
+    lines = csv_lines(test)
+    lines[0] = lines[0].replace("pixel5,", "pixel4,", 1)
+    files.write(files.test, joined(lines))
+    refused(files.cfg(), f"test file {files.test}: column 'pixel4' appears twice (columns 5 and 6)", "rename one")
+
+
+def test_an_over_long_cell_is_cut_in_the_message(files, train):
+    lines = csv_lines(train)
+    lines[2] = set_cell(lines[2], 7, "x" * 5_000_000)
+    files.write(files.train, joined(lines))
+    message = refused(files.cfg(), "non-numeric value 'xxx", "...' at line 3, column 'pixel6'")
+    assert len(message) < 400 and "\n" not in message
+
+
+def test_the_fast_and_the_exact_parser_agree_and_number_lines_across_blocks(files, train, monkeypatch):
+    """Blocks of a few lines: the numpy parser reads the plain ones, pandas the one with a decimal;
+    line numbers stay the file's own."""
+    from src.inputs import csv_file
+
+    monkeypatch.setattr(csv_file, "BLOCK_BYTES", 3000)  # about two lines per block
+    lines = csv_lines(train)
+    lines[9] = set_cell(lines[9], 300, "7.0")  # a decimal: the exact parser, same value
+    files.write(files.train, joined(lines))
+    loaded = data.load(files.cfg("data.cache_dir=null"))
+    expected = train.iloc[:, 1:].to_numpy().astype(np.uint8)
+    expected[8, 299] = 7
+    np.testing.assert_array_equal(loaded.x_train.reshape(N_TRAIN, -1), expected)
+    np.testing.assert_array_equal(loaded.label_values[loaded.y_train], train["label"].to_numpy())
+    lines[15] = set_cell(lines[15], 100, "256")  # file line 16, in a later block
+    files.write(files.train, joined(lines))
+    refused(files.cfg("data.cache_dir=null"), f"train file {files.train}: pixel 256 at line 16, column 'pixel99'")
+
+
+def test_a_refused_data_set_leaves_no_cache(files, test):
+    lines = csv_lines(test)
+    lines[2] = set_cell(lines[2], 3, "-1")
+    files.write(files.test, joined(lines))
+    refused(files.cfg(), "pixel -1 at line 3")
+    assert not files.cache.exists()  # the good train file's parse is not kept either
+
+
+def test_a_cache_entry_is_data_only_and_a_tampered_one_is_parsed_again(files):
+    """A pickle put where an entry's arrays go is never unpickled: the entry no longer matches its
+    recorded SHA-256 (and numpy would refuse it anyway), so the file is parsed again."""
+    import pickle
+
+    first = data.load(files.cfg())
+    marker = files.root / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for images in files.cache.glob("*/images.npy"):
+        images.write_bytes(pickle.dumps(Payload()))
+    again = data.load(files.cfg())
+    assert not marker.exists()
+    np.testing.assert_array_equal(again.x_train, first.x_train)

@@ -86,3 +86,11 @@ def test_cv_run_on_idx_files_reports_test_accuracy(idx_files, tmp_path):
             f"hydra.run.dir={run_dir}"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["complete"] and 0 <= metrics["test_accuracy"] <= 1 and metrics["oof_rows"] == 330
+
+
+def test_an_idx_header_whose_sizes_overflow_is_refused(tmp_path):
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(struct.pack(">HBB3I", 0, 8, 3, 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(100))
+    with pytest.raises(UserError, match="holds 100 data bytes but its header .* promises 79,228,162,458,924,105,385,300,197,375: "
+                                        "the file is truncated"):
+        data_mod.idx.read_images(path, "train images", (28, 28, 1))
