@@ -270,6 +270,7 @@ class Export(RunDir):
 class Serve(RunDir):
     host: str
     port: int
+    export: bool
     version: Optional[int]
     max_batch: int
     max_body: int

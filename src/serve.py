@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.cli import command, refuse_missing_run_dir
+from src.errors import UserError
 from src.extras import require
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,20 @@ def main(cfg: DictConfig) -> None:
     require("serve", "python -m src.serve", "fastapi", "uvicorn")
     import uvicorn
 
-    from src.serving.app import export_dir, load_export, make_app
+    from src.serving.app import export_dir, load_export, load_folds, make_app
 
-    path = export_dir(Path(cfg.run_dir), cfg.version)
-    served = load_export(path)
-
+    run_dir = Path(cfg.run_dir)
+    if cfg.export:
+        path = export_dir(run_dir, cfg.version)
+        log.warning("serving the SavedModel %s: a SavedModel is code (a crafted one can read and write files): "
+                    "serve only exports you made", path)
+        served = load_export(path)
+    elif cfg.version is not None:
+        raise UserError(f"version={cfg.version} names a SavedModel export: add export=true to serve one")
+    else:
+        served = load_folds(run_dir)
     app = make_app(served, cfg.max_batch, cfg.max_body)
-    log.info("serving %s (%s fold(s)) at http://%s:%d/", path, served.folds, cfg.host, cfg.port)
+    log.info("serving the %s of %s at http://%s:%d/", served.what(), run_dir, cfg.host, cfg.port)
     # log_config=None: uvicorn's messages go through Hydra's logging like everything else
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log))
 

@@ -34,3 +34,15 @@ def test_device_check_smoke(tmp_path):
     assert all(len(epochs) == 2 and min(epochs) > 0 for epochs in found["images_per_s_per_epoch"])
     assert 0 <= found["cv_mean"] <= 1 and found["wall_s"] > 0  # 12 steps of training: plumbing, not accuracy
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device_check.json", "smoke.cv.log", "smoke.log"]
+
+
+def test_bench_read_smoke(tmp_path):
+    out = tmp_path / "read.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_read.py", "--smoke", "--dir", str(tmp_path), "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["rows"] == 2000 and result["parse"]["mb_per_s"] > 0 and result["predict"]["rows_written"] == 2000
+    assert result["cache"]["read_seconds"] >= 0 and result["predict"]["peak_gib"] > 0
+    assert result["wide"]["said"][0].startswith("refused: ") and result["wide"]["said"][1] == "(1000, 1, 2000, 1)"
+    assert list(tmp_path.iterdir()) == [out]  # its files go with it

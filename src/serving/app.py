@@ -1,8 +1,10 @@
 """The drawing page's server (`python -m src.serve run_dir=DIR`): a local web page to draw a digit
 on and watch the run's fold ensemble read it as you draw.
 
-Serves an export of src.serving.export (the newest unless a version is named; the run is
-exported first when it has none), loaded once at start-up:
+Serves the run's fold models from their `.keras` files in Keras' safe mode (load_folds), or with
+`export=true` a SavedModel export of src.serving.export (the newest unless a version is named; the
+run is exported first when it has none; a SavedModel is code, so only your own), loaded once at
+start-up:
 
     GET  /          the drawing page (page.html: the stroke becomes a 28x28 MNIST-style
                     image in the browser, which is what is sent)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import threading
 from concurrent.futures import Future
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
 DRAWN_SHAPE = (28, 28, 1)  # what the page makes of a drawing
+KERAS = "keras"  # Served.version of the fold models served from their .keras files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +63,10 @@ class Served:
 
     def label(self, k: int):
         return self.labels[k] if self.labels else k
+
+    def what(self) -> str:
+        """What is served, for the page: the fold models, or which SavedModel export."""
+        return "fold models (.keras, safe mode)" if self.version == KERAS else f"SavedModel export {self.version}"
 
 
 def finished_config(run_dir: Path) -> dict:
@@ -86,6 +94,29 @@ def export_dir(run_dir: Path, version: int | None = None) -> Path:
 
     log.info("%s has no export yet: exporting its %d fold(s) first", run_dir, int(config["fold"]))
     return export(run_dir)
+
+
+def load_folds(run_dir: Path) -> Served:
+    """The run's fold models, loaded from their `.keras` files in Keras' safe mode (no code in
+    them runs), as one ensemble: what src.serve serves unless asked for an export. Calls go in
+    batches padded to a power of two, so the model is traced for a few shapes only."""
+    config = finished_config(run_dir)
+    from src.serving.export import ensemble_model, load_folds as load_fold_models  # imports Keras
+
+    folds, _ = load_fold_models(run_dir)
+    shape = tuple(int(s) for s in config["data"]["image_shape"])
+    model = ensemble_model(folds, shape)
+    classes = int(config["data"]["num_classes"])
+    labels = rundir.read_submission_format(run_dir).labels(np.arange(classes))
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        n = len(pixels)
+        batch = np.zeros((1 << (n - 1).bit_length(), *shape), np.float32)
+        batch[:n] = pixels.reshape(n, *shape)
+        return np.asarray(model.predict_on_batch(batch), np.float32)[:n]
+
+    return Served(predict, math.prod(shape), classes, KERAS, len(folds), "",
+                  [v.item() if isinstance(v, np.generic) else v for v in labels])
 
 
 def load_export(path: Path) -> Served:
@@ -244,7 +275,8 @@ def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "version": served.version, "folds": served.folds, "pixels": served.pixels,
-                "classes": served.classes, "labels": [served.label(k) for k in range(served.classes)]}  # no paths on disk
+                "classes": served.classes, "labels": [served.label(k) for k in range(served.classes)],
+                "served": served.what()}  # no paths on disk
 
     @app.post("/predict")
     async def predict(body: PixelsIn) -> JSONResponse:

@@ -35,8 +35,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(finished_run, tmp_path_factory):
-    """`python -m src.serve` on a copy of the shared finished run, which has no export yet: the
-    server exports it first. Yields (base url, run dir); the server's log is checked at the end."""
+    """`python -m src.serve` on a copy of the shared finished run: the fold models in safe mode.
+    Yields (base url, run dir); the server's log is checked at the end."""
     root = tmp_path_factory.mktemp("serve")
     run_dir = root / "run"
     shutil.copytree(finished_run, run_dir)
@@ -66,7 +66,7 @@ def server(finished_run, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
     text = log.read_text()
-    assert "has no export yet: exporting its 2 fold(s) first" in text
+    assert "serving the fold models (.keras, safe mode) of" in text and "has no export yet" not in text
     assert "Traceback" not in text, text[-3000:]
 
 
@@ -130,7 +130,9 @@ def test_bad_input_gets_a_4xx_and_a_one_line_reason(server, case):
 def test_health_and_predictions_match_the_run(server):
     url, run_dir = server
     health = httpx.get(f"{url}/health", timeout=30).json()
-    assert health["status"] == "ok" and health["version"] == "1" and health["folds"] == 2 and health["pixels"] == 784
+    assert health["status"] == "ok" and health["folds"] == 2 and health["pixels"] == 784
+    assert health["version"] == "keras" and health["served"] == "fold models (.keras, safe mode)"
+    assert str(run_dir) not in json.dumps(health) and httpx.get(f"{url}/openapi.json", timeout=30).status_code == 404
     expected = pd.read_csv(run_dir / "test_probs.csv").drop(columns="ImageId").to_numpy()
     for i, pixels in enumerate(digits(run_dir)[:3]):
         np.testing.assert_allclose(good_request(url, pixels)["probabilities"], expected[i], atol=2e-3)
@@ -140,12 +142,13 @@ def test_health_and_predictions_match_the_run(server):
 
 
 def test_make_app_in_process(server):
-    """The same app in-process (httpx's ASGI transport), on the export the server wrote."""
-    from src.serving.app import make_app
+    """The same app in-process (httpx's ASGI transport), on a SavedModel export of the run (the
+    export=true route): it reads the digits as the fold models the server serves do."""
+    from src.serving.app import export_dir, make_app
 
     url, run_dir = server
     pixels = digits(run_dir)[1]
-    app = make_app(run_dir / "export" / "1", max_body=4096)
+    app = make_app(export_dir(run_dir), max_body=4096)
 
     async def calls() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
@@ -153,8 +156,8 @@ def test_make_app_in_process(server):
                     await client.post("/predict", content=b" " * 5000, headers=JSON)]
 
     health, answer, too_big = asyncio.run(calls())
-    assert health.json()["folds"] == 2 and answer.status_code == 200
-    np.testing.assert_allclose(answer.json()["probabilities"], good_request(url, pixels)["probabilities"], atol=1e-5)
+    assert health.json()["folds"] == 2 and health.json()["served"] == "SavedModel export 1" and answer.status_code == 200
+    np.testing.assert_allclose(answer.json()["probabilities"], good_request(url, pixels)["probabilities"], atol=1e-4)
     assert too_big.status_code == 413 and too_big.json() == {"error": "request body over 4096 bytes"}
 
 
@@ -269,3 +272,10 @@ def test_a_digit_drawn_in_the_browser_is_read_as_src_predict_reads_it(server, tm
     predicted = pd.read_csv(tmp_path / "out.csv")
     assert str(predicted["Label"].iloc[0]) == label
     np.testing.assert_allclose(predicted[[f"p{c}" for c in range(10)]].to_numpy()[0], result["probabilities"], atol=2e-3)
+
+
+def test_an_export_is_served_only_when_asked_for(finished_run):
+    proc = subprocess.run([sys.executable, "-m", "src.serve", f"run_dir={finished_run}", "version=1"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "error: version=1 names a SavedModel export: add export=true to serve one"
