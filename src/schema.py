@@ -275,6 +275,10 @@ class Serve(RunDir):
     max_batch: int
     max_body: int
     access_log: bool
+    allowed_hosts: Optional[List[str]]
+    header_timeout: float
+    body_timeout: float
+    docs: bool
 
 
 @dataclass

@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
     import uvicorn
 
     from src.serving.app import export_dir, load_export, load_folds, make_app
+    from src.serving.protocol import HostCheck, allowed_hosts, timed_h11
 
     run_dir = Path(cfg.run_dir)
     if cfg.export:
@@ -34,10 +35,12 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"version={cfg.version} names a SavedModel export: add export=true to serve one")
     else:
         served = load_folds(run_dir)
-    app = make_app(served, cfg.max_batch, cfg.max_body)
-    log.info("serving the %s of %s at http://%s:%d/", served.what(), run_dir, cfg.host, cfg.port)
+    hosts = allowed_hosts(cfg.host, cfg.allowed_hosts)
+    app = HostCheck(make_app(served, cfg.max_batch, cfg.max_body, docs=bool(cfg.docs)), hosts)
+    log.info("serving the %s of %s at http://%s:%d/ (Host: %s)", served.what(), run_dir, cfg.host, cfg.port, ", ".join(hosts))
     # log_config=None: uvicorn's messages go through Hydra's logging like everything else
-    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log))
+    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log),
+                http=timed_h11(cfg.header_timeout, cfg.body_timeout))
 
 
 if __name__ == "__main__":

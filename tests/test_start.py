@@ -69,6 +69,7 @@ def test_every_module_imports_and_a_run_trains_without_fcntl(tiny, tmp_path):
 ])
 def test_a_missing_extra_is_one_line_naming_the_install(extra, missing, argv, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]
+    (tmp_path / "run").mkdir()  # src.serve refuses a run_dir= that is not a folder before anything else
     code = (f"import sys; sys.modules[{missing!r}] = None; import runpy; sys.argv = {argv!r}; "
             f"runpy.run_module({argv[0]!r}, run_name='__main__')")
     proc = python(code)

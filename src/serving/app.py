@@ -242,13 +242,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16384) -> FastAPI:
-    """The server as an ASGI app: `model` is a loaded export or the path of one."""
+def make_app(model: Served | Path | str, max_batch: int = 64, max_body: int = 16384, docs: bool = False) -> FastAPI:
+    """The server as an ASGI app: `model` is a loaded export or the path of one. `docs`: serve
+    /openapi.json (the schema of the API), off unless asked for."""
     served = model if isinstance(model, Served) else load_export(Path(model))
     batcher = Batcher(served.predict, max_batch)
     page = PAGE.read_text()
-    # no /docs, /redoc (they load from a CDN) nor /openapi.json: nothing to show a stranger
-    app = FastAPI(title="kfold-digits", docs_url=None, redoc_url=None, openapi_url=None)
+    # no /docs or /redoc (they load from a CDN), and /openapi.json only when asked for
+    app = FastAPI(title="kfold-digits", docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

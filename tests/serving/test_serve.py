@@ -43,8 +43,8 @@ def server(finished_run, tmp_path_factory):
     port = free_port()
     log = root / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "src.serve", f"run_dir={run_dir}", f"port={port}"],
-                                cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "src.serve", f"run_dir={run_dir}", f"port={port}",
+                                 "header_timeout=2", "body_timeout=2"], cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -153,10 +153,18 @@ def test_make_app_in_process(server):
     async def calls() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
             return [await client.get("/health"), await client.post("/predict", json={"pixels": pixels.tolist()}),
-                    await client.post("/predict", content=b" " * 5000, headers=JSON)]
+                    await client.post("/predict", content=b" " * 5000, headers=JSON), await client.get("/openapi.json")]
 
-    health, answer, too_big = asyncio.run(calls())
+    health, answer, too_big, schema = asyncio.run(calls())
     assert health.json()["folds"] == 2 and health.json()["served"] == "SavedModel export 1" and answer.status_code == 200
+    assert schema.status_code == 404
+
+    async def documented() -> httpx.Response:
+        app = make_app(export_dir(run_dir), docs=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.get("/openapi.json")
+
+    assert "/predict" in asyncio.run(documented()).json()["paths"]
     np.testing.assert_allclose(answer.json()["probabilities"], good_request(url, pixels)["probabilities"], atol=1e-4)
     assert too_big.status_code == 413 and too_big.json() == {"error": "request body over 4096 bytes"}
 
@@ -279,3 +287,46 @@ def test_an_export_is_served_only_when_asked_for(finished_run):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "error: version=1 names a SavedModel export: add export=true to serve one"
+
+
+def test_slow_clients_are_dropped_while_others_are_answered(server):
+    """Connections that trickle their headers or body a byte at a time are closed once past
+    header_timeout / body_timeout (2 s here), and a normal request is answered meanwhile."""
+    url, run_dir = server
+    port = int(url.rsplit(":", 1)[1])
+    body = values(digits(run_dir)[0].tolist())
+    heads = [b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body)]
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    for s in slow[10:]:  # the second half sends whole headers, then trickles the body
+        s.sendall(heads[0])
+    start = time.monotonic()
+    closed = {}
+    while len(closed) < len(slow) and time.monotonic() - start < 10:
+        for i, s in enumerate(slow):
+            if i in closed:
+                continue
+            try:
+                s.sendall(b"X" if i < 10 else body[:1])
+            except OSError:
+                closed[i] = time.monotonic() - start
+        answer = httpx.post(f"{url}/predict", content=body, headers=JSON, timeout=5)
+        assert answer.status_code == 200
+        time.sleep(0.3)
+    for s in slow:
+        s.close()
+    assert len(closed) == len(slow) and max(closed.values()) < 6, closed
+
+
+def test_a_request_for_another_host_is_refused(server):
+    """DNS rebinding: a page that made the browser send its own Host name gets a 400 and the log
+    says how to allow the name."""
+    url, run_dir = server
+    answer = httpx.get(f"{url}/health", headers={"Host": "evil.example:8000"}, timeout=5)
+    assert answer.status_code == 400 and "evil.example" in answer.json()["error"]
+    assert httpx.get(f"{url}/health", headers={"Host": "localhost:8000"}, timeout=5).status_code == 200
+    deadline = time.monotonic() + 5
+    log = run_dir.parent / "server.log"
+    while "allowed_hosts='[" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "refused a request for Host 'evil.example'" in log.read_text()
