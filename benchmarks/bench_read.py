@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows, wide_columns = (2_000, 2_000) if args.smoke else (args.rows, 100_000)
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         print(f"machine: {machine()}; Python {platform.python_version()}", flush=True)

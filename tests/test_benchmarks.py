@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,3 +47,17 @@ def test_bench_read_smoke(tmp_path):
     assert result["cache"]["read_seconds"] >= 0 and result["predict"]["peak_gib"] > 0
     assert result["wide"]["said"][0].startswith("refused: ") and result["wide"]["said"][1] == "(1000, 1, 2000, 1)"
     assert list(tmp_path.iterdir()) == [out]  # its files go with it
+
+
+def test_bench_serve_smoke(finished_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_serve.py", "--smoke", str(run_dir), "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["requests"] > 0 and result["failures"] == 0 and result["healthy_after"]
+    slow = result["slow_clients"]
+    assert slow["connections"] == slow["dropped"] == 10 and slow["ok"]
+    assert "slow clients: 10 of 10" in proc.stdout
