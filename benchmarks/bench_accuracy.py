@@ -24,17 +24,17 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine as bench_machine  # noqa: E402
 ROWS = {  # name: (recipe, limit, pseudo source row)
     "seed_10m": ("seed", "10m", None),
     "seed_20m": ("seed", "20m", None),
@@ -66,23 +66,16 @@ def split(train: Path, out: Path, holdout: int, seed: int) -> dict[str, Path]:
 
 
 def machine() -> str:
-    """Cores, bf16 support and TensorFlow's version: which machine a figure came from."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
-    bf16 = "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "float32 only"
-    version = subprocess.run([sys.executable, "-c", "import tensorflow as tf; print(tf.__version__)"],
-                             capture_output=True, text=True).stdout.strip()
-    return f"{platform.machine()}, {joblib.cpu_count()} cores, {bf16}, TensorFlow {version}"
+    """The CPU, its flags and the software: which machine a figure came from (benchmarks/machine.py)."""
+    return bench_machine.describe(bench_machine.machine(measure=False))
 
 
-def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int) -> dict:
+def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, extra: tuple[str, ...] = ()) -> dict:
     recipe, limit, source = ROWS[name]
     run_dir = out / "runs" / name
     args = [f"data.{k}={v}" for k, v in files.items()] + [
         f"fold={fold}", f"time_limit={limit}", f"experiment={new if recipe == 'new' else 'kfold_cnn'}",
-        *(["callbacks=swa"] if recipe == "swa" else []), f"hydra.run.dir={run_dir}"]
+        *(["callbacks=swa"] if recipe == "swa" else []), *extra, f"hydra.run.dir={run_dir}"]
     if source:
         args.append(f"pseudo.run_dir={out / 'runs' / source}")
     print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
@@ -116,14 +109,24 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="the competition's labelled train.csv(.gz)")
+    parser.add_argument("--train", type=Path, help="the competition's labelled train.csv(.gz)")
     parser.add_argument("--out", type=Path, default=Path.home() / "runs" / "bench_accuracy")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--new", default="cnn_cosine_ema", help="the experiment measured against kfold_cnn")
     parser.add_argument("--holdout", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--fold", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: the seed_10m row on 300 rows of the embedded sample (100 held out), 2 folds x 1 epoch, into --out")
     args = parser.parse_args()
+    extra: tuple[str, ...] = ()
+    if args.smoke:
+        import project
+
+        args.train = project.tiny_csvs(args.out / "source")[0]
+        args.rows, args.holdout, args.fold, extra = "seed_10m", 100, 2, ("epochs=1", "tensorboard=false", "verbose=false", "batch_size=32", "jobs=1")
+    if args.train is None:
+        parser.error("--train is required (or --smoke)")
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -137,7 +140,7 @@ def main() -> None:
             sys.exit(f"{name} needs {source} first: add it to --rows")
         if name in results:
             continue
-        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold)
+        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold, extra)
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(record)

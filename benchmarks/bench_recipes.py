@@ -35,13 +35,22 @@ VARIANTS = {  # name: overrides on top of the defaults
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--train", type=Path)
     parser.add_argument("--out", type=Path, default=Path.home() / "runs" / "bench_accuracy")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--limit", default="5m")
     parser.add_argument("--holdout", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--smoke", action="store_true", help="seconds: the seed variant on 300 rows, 1 epoch, into --out")
     args = parser.parse_args()
+    extra: list[str] = []
+    if args.smoke:
+        import project
+
+        args.train = project.tiny_csvs(args.out / "source")[0]
+        args.variants, args.holdout, extra = "seed", 100, ["epochs=1", "tensorboard=false", "verbose=false", "batch_size=32", "jobs=1"]
+    if args.train is None:
+        parser.error("--train is required (or --smoke)")
     out = args.out.resolve()
     files = split(args.train.resolve(), out, args.holdout, args.seed)
     record = out / "recipes.json"
@@ -52,7 +61,7 @@ def main() -> None:
             continue
         run_dir = out / "recipes" / key
         cmd = [f"data.train={files['train']}", f"data.test={files['test']}", "data.test_labels=null", "fold=2",
-               f"time_limit={args.limit}", *VARIANTS[name], f"hydra.run.dir={run_dir}"]
+               f"time_limit={args.limit}", *VARIANTS[name], *extra, f"hydra.run.dir={run_dir}"]
         print(f"{key}: python -m src.cv {' '.join(cmd)}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "src.cv", *cmd], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

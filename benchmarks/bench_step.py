@@ -34,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+TRAIN_FLOP = 3 * 30.3e6  # per image of kfold_cnn: forward + two backward matmuls (bench_train counts it)
 
 CLASSES = (  # (class, test on (op type, op name)); the first that matches
     ("conv backward, filter", lambda t, n: "Conv2DBackpropFilter" in t),
@@ -63,17 +64,12 @@ def setup(threads: int):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
-    from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=sample"])
-    from src.inputs.dataset import parse_csv
-    from src.inputs.sample import ensure_sample
+    import project
     from src.training.strategy import request, start
 
-    paths = [str(REPO / p) for p in (cfg.data.train, cfg.data.test, cfg.data.test_labels)]
-    ensure_sample(*paths)
-    x, y = parse_csv(paths[0], "bench", "train", (28, 28, 1), 10)
+    cfg = project.compose(["data=sample"])
+    x, y = project.train_arrays(cfg)
     precision = start(request(cfg)).precision
     keras.mixed_precision.set_global_policy(precision)
     return cfg, x, y, precision
@@ -186,13 +182,23 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="timed epochs per variant (after one warm-up epoch)")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: measure one variant in this process
     p.add_argument("--json", metavar="OUT")
+    p.add_argument("--smoke", action="store_true", help="seconds: 3 steps, 1 timed epoch, the model as run, no profile")
     args = p.parse_args()
+    if args.smoke:
+        args.steps, args.epochs = 3, 1
     if args.variant:
         print(json.dumps({"images_per_s": rate(args.threads, VARIANTS[args.variant][0], args.steps, args.epochs)}))
         return
 
+    import machine
+
+    host = machine.smoke_or_full(args.smoke)
+    limit = machine.bf16_limit(host, args.threads)
+    print(f"machine: {machine.describe(host)}", flush=True)
     breakdown = None
     try:
+        if args.smoke:
+            raise ImportError
         import xprof  # noqa: F401
     except ImportError:
         print("xprof is not installed (pip install xprof): the per-op breakdown is left out")
@@ -205,16 +211,19 @@ def main() -> None:
             print(f"  {name:<52} {s:7.3f} s {100 * s / total:5.1f}%")
 
     rates = {}
-    for name, (_, env) in VARIANTS.items():
+    for name, (_, env) in list(VARIANTS.items())[: 1 if args.smoke else None]:
         proc = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--steps", str(args.steps),
                                "--epochs", str(args.epochs), "--variant", name], capture_output=True, text=True,
                               env={**os.environ, **env})
         if proc.returncode != 0:
             sys.exit(f"{name} failed:\n{proc.stderr[-2000:]}")
         rates[name] = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
-        print(f"  {name:<44} {rates[name]:8,.0f} img/s  {rates[name] / rates['as run']:.2f}x", flush=True)
+        print(f"  {name:<44} {rates[name]:8,.0f} img/s  {rates[name] / rates['as run']:.2f}x  "
+              f"{rates[name] * TRAIN_FLOP / 1e9 / limit:6.1%} of the bf16 matmul limit", flush=True)
+    print(f"(limit: {limit:,.0f} GFLOP/s bf16 matmul on {args.threads} thread(s), {TRAIN_FLOP / 1e6:.0f} MFLOP per training image)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"profile": breakdown, "variants": rates}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": host, "threads": args.threads, "bf16_limit_gflops": limit,
+                                               "profile": breakdown, "variants": rates}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ fit directly, not through train_fold): the model fit on batches already in memor
 map, no augmentation: the model's own ceiling), fit on the real augmented `train_dataset` with
 tf.data's `deterministic=False` option, and fit under Keras' `mixed_bfloat16` policy.
 
-Data: `--data` parses a competition train CSV with `src.inputs.dataset.parse_csv` (no cache is written);
-without it the embedded sample (conf data=sample, written by `src.inputs.sample.ensure_sample`) is used.
+Data: `--data` reads a competition train CSV as `python -m src.cv` does (through the parse cache);
+without it the embedded sample (conf data=sample, written on first use) is used. The machine line
+(benchmarks/machine.py) comes first, with the matmul limits on one thread and on all, each
+measured in its own process. `--smoke` runs every part on 256 rows in seconds (the suite runs it).
 """
 from __future__ import annotations
 
@@ -56,12 +58,12 @@ sys.path.insert(0, str(REPO))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+import machine as bench_machine  # noqa: E402
+import project  # noqa: E402
 from src.inputs import pipeline  # noqa: E402
-from src.inputs.dataset import parse_csv  # noqa: E402
 from src.inputs.folds import FoldData, make_folds  # noqa: E402
 from src.training.callbacks import RunClock  # noqa: E402
 from src.training.fold import Placement, train_fold  # noqa: E402
@@ -84,20 +86,14 @@ def compose_cfg(sample: bool, batch_size: int, epochs: int, extra: list[str] = (
         f"epochs={epochs}",
         "verbose=false",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return project.compose(overrides)
 
 
 def load_train(cfg: DictConfig, data: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    shape = tuple(int(s) for s in cfg.data.image_shape)
-    if data is None:
-        from src.inputs.sample import ensure_sample
-
-        paths = [str(REPO / p) for p in (cfg.data.train, cfg.data.test, cfg.data.test_labels)]
-        ensure_sample(*paths)
-        data = paths[0]
-    x, y = parse_csv(str(data), "benchmark", "train", shape, int(cfg.data.num_classes))
-    return x, y, str(data)
+    x, y = project.train_arrays(cfg, data)
+    if cfg.data.get("num_classes") is None:  # the data set's own count, as src.cv finds it
+        OmegaConf.update(cfg, "data.num_classes", int(y.max()) + 1)
+    return x, y, str(data or cfg.data.train)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +314,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--whole-run-baseline", action="store_true",
                    help="with --whole-run: also time it with jobs=1 (the folds one after another), after the default")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
+    p.add_argument("--smoke", action="store_true", help="seconds: 256 rows, 2 epochs, 256 x 256 matmuls (the suite runs it)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats, args.epochs, args.train_images, args.val_images, args.aug_batches, args.matmul_n = 1, 2, 256, 128, 3, 256
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -330,8 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = compose_cfg(args.data is None, args.batch_size, args.epochs, args.overrides)
     x, y, source = load_train(cfg, args.data)
     nc = int(cfg.data.num_classes)
-    print(f"data {source}: {len(x):,} images {x.shape[1:]}; TF {tf.__version__}, Keras {keras.__version__}, "
-          f"{os.cpu_count()} CPU(s), GPUs {len(tf.config.list_physical_devices('GPU'))}", flush=True)
+    host = bench_machine.smoke_or_full(args.smoke)
+    print(f"machine: {bench_machine.describe(host)}\ndata {source}: {len(x):,} images {x.shape[1:]}; "
+          f"GPUs {len(tf.config.list_physical_devices('GPU'))}", flush=True)
 
     precision = start(request(cfg)).precision
     dtype = "bfloat16" if "bfloat16" in precision else "float16" if "float16" in precision else "float32"
@@ -388,6 +388,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"training at {train['median']:,.0f} img/s = {train['median'] * train_flop / 1e9:,.1f} GFLOP/s "
           f"of {mm['ceiling']:,.1f} GFLOP/s {dtype} matmul (before training {mm['before']:,.1f}, after {mm['after']:,.1f}); "
           f"threads {args.threads or 'all'}")
+    limit = bench_machine.bf16_limit(host, args.threads or os.cpu_count() or 1)
+    limit_fraction = train["median"] * train_flop / 1e9 / limit if limit else None
+    if limit_fraction is not None:
+        print(f"the training step at {limit_fraction:.1%} of the bf16 matmul limit on {args.threads or 'all'} thread(s) "
+              f"({limit:,.0f} GFLOP/s, measured in its own process)")
     if mm_ratio < 0.85:
         print(f"warning: matmul rate moved {1 - mm_ratio:.0%} between before and after training: "
               "the machine was busy with something else; rerun for steadier figures")
@@ -398,13 +403,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "data": source, "images": len(x), "batch_size": args.batch_size, "repeats": args.repeats,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))},
+        "machine": {**host, "platform": platform.platform(), "gpus": len(tf.config.list_physical_devices("GPU"))},
         "precision": precision, "threads": args.threads, "matmul_float32_gflops": mm32, "matmul_gflops": mm,
         "matmul_dtype": dtype, "whole_run": whole, "whole_run_jobs_1": baseline, "augment_on_images_per_s": on, "augment_off_images_per_s": off,
         "train_images_per_s": train, "train_with_val_images_per_s": train_val, "train_fold": info,
         "diagnose": extra, "forward_flop_per_image": fwd, "train_flop_per_image": train_flop,
         "forward_flop_per_layer": dict(per_layer), "train_flop_fraction_of_matmul": fraction,
+        "train_fraction_of_bf16_limit": limit_fraction,
         "targets": {"train_images_per_s": TARGET_TRAIN, "augment_images_per_s": TARGET_AUG,
                     "train_met": ok_train, "augment_met": ok_aug},
         "seconds": time.perf_counter() - t0,

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src import rundir
 from src.errors import UserError
+from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver conf/data/ uses)
 from src.schema import check_keys  # also registers the configs' schemas before Hydra composes
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,21 @@ def command(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(130)
 
     return wrapper
+
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config",
+                   checked: bool = True) -> DictConfig:
+    """conf/`config_name`.yaml with `overrides`, composed and checked as the command would compose
+    it (schemas, resolvers, unknown keys refused): for benchmarks, tests and notebooks, which run
+    the stages without a command's Hydra run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    if checked:
+        check_keys(cfg)
+    return cfg
 
 
 def refuse_missing_run_dir(argv: list[str]) -> None:

@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from filelock import FileLock
-from hydra import compose, initialize_config_dir
 
-import src.inputs.dataset  # noqa: F401  registers the data_dir resolver that conf/data names
-import src.schema  # noqa: F401  registers the schemas that conf/ extends
+from src import cli
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 330, 64  # 165 validation rows a fold: the last batch of 32 is padded
@@ -59,10 +57,9 @@ def tiny_overrides(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
     ]
 
 
-def compose_config(overrides: list[str] = ()):
+def compose_config(overrides: list[str] = (), checked: bool = True):
     """The real conf/config.yaml with overrides, as Hydra composes it for `python -m src.cv`."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+    return cli.compose_config(overrides, checked=checked)
 
 
 def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | None = None,

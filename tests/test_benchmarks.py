@@ -61,3 +61,67 @@ def test_bench_serve_smoke(finished_run, tmp_path):
     slow = result["slow_clients"]
     assert slow["connections"] == slow["dropped"] == 10 and slow["ok"]
     assert "slow clients: 10 of 10" in proc.stdout
+
+
+def _smoke(script: str, *args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--smoke", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_machine_smoke(tmp_path):
+    _smoke("machine.py", "--json", str(tmp_path / "m.json"))
+    found = json.loads((tmp_path / "m.json").read_text())
+    assert found["cpu"]["cores"] >= 1 and found["software"]["tensorflow"]
+    for threads in [k for k in found["limits"] if k.endswith(("thread", "threads"))]:
+        assert found["limits"][threads]["bfloat16"] > 0 and found["limits"][threads]["float32"] > 0
+
+
+def test_bench_train_smoke(tmp_path):
+    out = tmp_path / "train.json"
+    proc = _smoke("bench_train.py", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["train_images_per_s"]["median"] > 0 and result["augment_on_images_per_s"]["median"] > 0
+    assert result["train_fraction_of_bf16_limit"] > 0 and result["machine"]["cpu"]["model"] in proc.stdout
+
+
+def test_bench_step_smoke(tmp_path):
+    out = tmp_path / "step.json"
+    proc = _smoke("bench_step.py", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert list(result["variants"]) == ["as run"] and result["variants"]["as run"] > 0
+    assert result["bf16_limit_gflops"] > 0 and "of the bf16 matmul limit" in proc.stdout
+
+
+def test_bench_parallel_smoke(tmp_path):
+    out = tmp_path / "parallel.json"
+    proc = _smoke("bench_parallel.py", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert set(result["median"]) == {"jobs=1", "jobs=auto"} and result["auto_jobs"] >= 1
+    assert "jobs=auto ran" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["bench_accuracy.py", "bench_recipes.py"])
+def test_accuracy_benchmarks_smoke(script, tmp_path):
+    proc = _smoke(script, "--out", str(tmp_path))
+    record = json.loads((tmp_path / ("results.json" if script == "bench_accuracy.py" else "recipes.json")).read_text())
+    (row,) = record.values()
+    assert 0 <= row["cv_mean"] <= 1 and row["machine"] in proc.stdout
+    if script == "bench_accuracy.py":  # judged on the 100 held-out rows, which no fold trained on
+        assert 0 <= row["holdout_accuracy"] <= 1
+
+
+def test_fashion_csv_smoke(tmp_path):
+    proc = _smoke("fashion_csv.py", "--out", str(tmp_path))
+    assert "values came back" in proc.stdout and len((tmp_path / "fashion-mnist_test.csv").read_text().splitlines()) == 31
+
+
+def test_bench_fold_smoke(tmp_path):
+    out = tmp_path / "fold.json"
+    proc = _smoke("bench_fold.py", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert [f["fold"] for f in result["folds"]] == [0, 1] and "fixed cost per fold" in proc.stdout
+    for fold in result["folds"]:  # done.json's phases add up to its seconds, less the epochs
+        assert {"build", "fit outside epochs", "final_model", "predict", "commit"} == set(fold["phases_s"])
+        assert abs(sum(fold["phases_s"].values()) - fold["fixed_s"]) < 0.3

@@ -23,6 +23,7 @@ def _data_only(tiny, tmp_path) -> list[str]:
                                                                              "data.cache_dir", "jobs"}]
 
 
+@pytest.mark.slow  # 80 s; the legacy run dirs' resume covers a recorded recipe in the default suite
 def test_a_run_resumed_by_its_run_dir_alone_keeps_its_recipe_after_the_defaults_change(tiny, tmp_path):
     code = tmp_path / "repo"
     for part in ("src", "conf"):

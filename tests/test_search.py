@@ -134,6 +134,7 @@ def test_a_search_stops_when_every_trial_failed(tmp_path, outcome, error):
     assert [t.state for t in trials] == [FAIL, FAIL]
 
 
+@pytest.mark.slow  # 31 s: under -m slow for the suite's time
 def test_killed_search_continues_with_the_same_command(tiny, tmp_path):
     sweep = tmp_path / "search"
     storage = f"sqlite:///{sweep / 'study.db'}"

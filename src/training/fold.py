@@ -64,7 +64,7 @@ def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path
     """Fit fold `data.fold` into `fold_dir` and return its result; resumes from `fold_dir/train/`
     when an earlier process left state there, in the precision that state was trained in; with a
     `deadline`, training stops early rather than miss it (src.training.budget)."""
-    start = time.perf_counter()
+    clocked = Phases()
     state_dir = fold_dir / rundir.TRAIN_STATE
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(fold_dir, anyone=True)  # the caller holds the fold's lock
@@ -74,11 +74,32 @@ def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path
     earlier_seconds = state.get("seconds", 0.0)
     clock.total -= state["epoch"]
     found = callbacks(cfg, data, fold_dir.parent, state_dir, state, clock, deadline)
+    clocked.mark("build")
     fit(model, data, cfg, place, state["epoch"], found)
+    clocked.mark("fit")
     runtime = {**place.runtime.record(), "jit_compile": model.jit_compile}  # as Keras resolved "auto"
     final = final_model(model, found, data, state_dir, state, place)
+    clocked.mark("final_model")
     predictions = predict_fold(final.model, data, cfg)
-    return commit(fold_dir, data, predictions, final, earlier_seconds + time.perf_counter() - start, runtime)
+    clocked.mark("predict")
+    return commit(fold_dir, data, predictions, final, earlier_seconds + clocked.total(), runtime, clocked)
+
+
+class Phases:
+    """Wall seconds of a fold's phases in this process, for done.json: where a fold's time goes
+    besides its epochs (history.csv has those)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def fold_placement(place: Placement, saved: str | None, fold: int) -> Placement:
@@ -240,7 +261,7 @@ def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPre
 
 
 def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: FinalModel, seconds: float,
-           runtime: dict) -> FoldResult:
+           runtime: dict, clocked: Phases | None = None) -> FoldResult:
     """Write the fold's model and its predictions, then done.json (the fold is complete), and
     drop its training state."""
     state_dir = fold_dir / rundir.TRAIN_STATE
@@ -251,8 +272,12 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: 
     atomic_write(fold_dir / rundir.PREDICTIONS, lambda tmp: save_arrays(
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
+    if clocked is not None:
+        clocked.mark("commit")
+        seconds += clocked.seconds["commit"]
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
                                     "best_epoch": best_epoch, **final.summary, "seconds": round(seconds, 1),
+                                    "phases_s": clocked.seconds if clocked else {},
                                     "precision": runtime["precision"], "runtime": runtime})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,

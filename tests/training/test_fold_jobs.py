@@ -121,6 +121,7 @@ def test_bad_jobs_is_refused(tiny, tmp_path, bad):
     assert proc.returncode == 1 and "need a whole number of fold processes" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # 50 s: the regroup of freed cores, under -m slow for the suite's time
 def test_a_lone_last_fold_goes_on_with_the_freed_cores(tiny, tmp_path):
     # 3 folds, 2 at a time: the third starts when one of the first two ends; when the other ends,
     # no fold is left to start, so the third stops after a committed epoch and goes on with 2 threads.

@@ -1,6 +1,8 @@
 """strategy=multi_worker: one CV run spread over two worker processes on loopback ports."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import socket
@@ -26,6 +28,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow  # 36 s: two TensorFlow workers; under -m slow for the suite's time
 def test_two_workers_train_one_run(tiny, tmp_path):
     run_dir = tmp_path / "run"
     cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}

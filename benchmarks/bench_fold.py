@@ -1,0 +1,116 @@
+"""What a fold costs besides its epochs: `python -m src.cv` timed from process start to the
+submission, and each fold's fixed cost (done.json's seconds minus the sum of its epochs' seconds
+in history.csv) split into the phases done.json records.
+
+    python benchmarks/bench_fold.py --train ../shared/data/digits/train.csv.gz --test ../shared/data/digits/test.csv.gz
+    python benchmarks/bench_fold.py --smoke                    # seconds: 300 rows, 2 folds x 1 epoch
+
+The run is `fold=2 epochs=3 jobs=1 threads=1` (`--epochs`) on the first `--rows` (20,000) training rows (a
+slice written once under `--out`), and the test file's first `--test-rows` (all by default), so
+the figures are one thread's, as a fold job of `jobs=auto` has on a 2-core machine. The phases:
+build (clear the session, build and compile the model, restore, callbacks), fit's time outside
+its epochs (the datasets, the per-epoch checkpoint writes), final_model (the best epoch's weights
+loaded), predict (validation and test probabilities) and commit (model and predictions written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = 3.0  # seconds of fixed cost per fold on the 20,000-row slice
+
+
+def sliced(train: Path, test: Path, rows: int, test_rows: int | None, out: Path) -> tuple[Path, Path]:
+    """The first `rows` of `train` and `test_rows` of `test`, written once under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / f"train_{rows}.csv", out / f"test_{test_rows or 'all'}.csv"
+    if not paths[0].exists():
+        pd.read_csv(train, nrows=rows).to_csv(paths[0], index=False)
+    if not paths[1].exists():
+        pd.read_csv(test, nrows=test_rows).to_csv(paths[1], index=False)
+    return paths
+
+
+def fold_costs(run_dir: Path) -> list[dict]:
+    """Per fold: done.json's seconds, the sum of the epochs' seconds, their difference and phases."""
+    found = []
+    for fold_dir in sorted(run_dir.glob("fold_*")):
+        done = json.loads((fold_dir / "done.json").read_text())
+        epochs = pd.read_csv(fold_dir / "history.csv")["seconds"]
+        phases = dict(done.get("phases_s", {}))
+        if "fit" in phases:
+            phases["fit outside epochs"] = round(phases.pop("fit") - float(epochs.sum()), 3)
+        found.append({"fold": done["fold"], "seconds": done["seconds"], "epochs_s": [round(float(s), 2) for s in epochs],
+                      "fixed_s": round(done["seconds"] - float(epochs.sum()), 2), "phases_s": phases})
+    return found
+
+
+def run(train: Path, test: Path, out: Path, epochs: int, extra: list[str], warm: bool = True) -> dict:
+    run_dir = out / "run"
+    common = [f"data.train={train}", f"data.test={test}", "data.test_labels=null", f"data.cache_dir={out / 'cache'}",
+              "fold=2", "jobs=1", "threads=1", "verbose=false", *extra]
+    args = [*common, f"epochs={epochs}", f"hydra.run.dir={run_dir}"]
+    if warm:  # the parse cache, so that the timed run does not parse
+        subprocess.run([sys.executable, "-m", "src.cv", *common, "epochs=1", "fold_index=0", f"hydra.run.dir={out / 'warm'}"],
+                       cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "src.cv", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"src.cv failed:\n{proc.stderr[-3000:]}")
+    return {"wall_s": round(wall, 1), "folds": fold_costs(run_dir), "args": args}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=Path)
+    ap.add_argument("--test", type=Path)
+    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--test-rows", type=int)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="where the slice and the run go (default: a temporary dir)")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true", help="seconds: 300 rows of the embedded sample, 1 epoch")
+    ap.add_argument("overrides", nargs="*", help="more overrides for src.cv, e.g. tensorboard=false")
+    args = ap.parse_args()
+    host = machine.machine(measure=False)
+    print(f"machine: {machine.describe(host)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_fold_") as tmp:
+        out = (args.out or Path(tmp)).resolve()
+        epochs = 1 if args.smoke else args.epochs
+        if args.smoke:
+            import project
+
+            train, test = project.tiny_csvs(out / "tiny")
+        elif args.train and args.test:
+            train, test = sliced(args.train.resolve(), args.test.resolve(), args.rows, args.test_rows, out)
+        else:
+            ap.error("--train and --test are required (or --smoke)")
+        result = run(train, test, out, epochs, list(args.overrides), warm=not args.smoke)
+    fixed = [f["fixed_s"] for f in result["folds"]]
+    for f in result["folds"]:
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in f["phases_s"].items())
+        print(f"fold {f['fold']}: {f['seconds']:.1f} s, epochs {' + '.join(f'{s:.1f}' for s in f['epochs_s'])} s, "
+              f"fixed {f['fixed_s']:.1f} s ({phases})")
+    print(f"whole run {result['wall_s']:.1f} s (process start to submission); fixed cost per fold: median "
+          f"{statistics.median(fixed):.1f} s (target <= {TARGET:g} s on the 20,000-row slice)")
+    if args.json:
+        args.json.write_text(json.dumps({**result, "machine": host, "fixed_median_s": statistics.median(fixed)}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
