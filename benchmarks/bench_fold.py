@@ -4,6 +4,11 @@ in history.csv) split into the phases done.json records.
 
     python benchmarks/bench_fold.py --train ../shared/data/digits/train.csv.gz --test ../shared/data/digits/test.csv.gz
     python benchmarks/bench_fold.py --smoke                    # seconds: 300 rows, 2 folds x 1 epoch
+    python benchmarks/bench_fold.py --train ... --test ... --peer ../shared/peers/seed002_keras3.py   # + ~20 min
+
+With `--peer NOTEBOOK`, the whole run is compared with the seed notebook's pipeline on the same
+slice, one after the other: `python -m src.cv fold=4 epochs=4` (default jobs and threads) and
+`python NOTEBOOK DATA_DIR OUT 4 4 4`, each timed from process start to its submission.csv.
 
 The run is `fold=2 epochs=3 jobs=1 threads=1` (`--epochs`) on the first `--rows` (20,000) training rows (a
 slice written once under `--out`), and the test file's first `--test-rows` (all by default), so
@@ -59,7 +64,7 @@ def fold_costs(run_dir: Path) -> list[dict]:
 
 
 def run(train: Path, test: Path, out: Path, epochs: int, extra: list[str], warm: bool = True) -> dict:
-    run_dir = out / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=out))  # a fresh run each time: never a finished one
     common = [f"data.train={train}", f"data.test={test}", "data.test_labels=null", f"data.cache_dir={out / 'cache'}",
               "fold=2", "jobs=1", "threads=1", "verbose=false", *extra]
     args = [*common, f"epochs={epochs}", f"hydra.run.dir={run_dir}"]
@@ -75,6 +80,36 @@ def run(train: Path, test: Path, out: Path, epochs: int, extra: list[str], warm:
     return {"wall_s": round(wall, 1), "folds": fold_costs(run_dir), "args": args}
 
 
+def whole_runs(train: Path, test: Path, out: Path, peer: Path, folds: int = 4, epochs: int = 4) -> dict:
+    """The project's whole run and the notebook's on the same files, start to submission."""
+    data = out / "peer_data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name, source in (("train.csv", train), ("test.csv", test)):
+        if not (data / name).exists():
+            (data / name).symlink_to(source)
+    found = {}
+    whole = Path(tempfile.mkdtemp(prefix="whole-", dir=out))
+    commands = {
+        "project": [sys.executable, "-m", "src.cv", f"data.train={train}", f"data.test={test}", "data.test_labels=null",
+                    f"data.cache_dir={out / 'whole_cache'}", f"fold={folds}", f"epochs={epochs}", "verbose=false",
+                    f"hydra.run.dir={whole / 'run'}"],
+        "notebook": [sys.executable, str(peer), str(data), str(whole / "notebook"), str(folds), str(epochs), str(folds)],
+    }
+    for name, command in commands.items():
+        start = time.perf_counter()
+        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if proc.returncode != 0:
+            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        found[name] = {"seconds": round(time.perf_counter() - start, 1), "tail": proc.stdout.strip().splitlines()[-1:]}
+        print(f"{name}: {found[name]['seconds']:.1f} s  {' '.join(found[name]['tail'])}", flush=True)
+    metrics = json.loads((whole / "run" / "metrics.json").read_text())
+    found["project"]["cv_mean"] = metrics["cv_mean"]
+    found["speedup"] = round(found["notebook"]["seconds"] / found["project"]["seconds"], 2)
+    print(f"fold={folds} epochs={epochs}: the project {found['project']['seconds']:.0f} s (CV {metrics['cv_mean']:.4f}), "
+          f"the notebook {found['notebook']['seconds']:.0f} s: {found['speedup']:.2f}x (target >= 5x)")
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=Path)
@@ -85,6 +120,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="where the slice and the run go (default: a temporary dir)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--smoke", action="store_true", help="seconds: 300 rows of the embedded sample, 1 epoch")
+    ap.add_argument("--peer", type=Path, help="the seed notebook's script: also compare the whole runs")
     ap.add_argument("overrides", nargs="*", help="more overrides for src.cv, e.g. tensorboard=false")
     args = ap.parse_args()
     host = machine.machine(measure=False)
@@ -101,6 +137,8 @@ def main() -> None:
         else:
             ap.error("--train and --test are required (or --smoke)")
         result = run(train, test, out, epochs, list(args.overrides), warm=not args.smoke)
+        if args.peer:
+            result["whole"] = whole_runs(train, test, out, args.peer.resolve())
     fixed = [f["fixed_s"] for f in result["folds"]]
     for f in result["folds"]:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in f["phases_s"].items())

@@ -9,6 +9,7 @@ Every variant trains the same folds into a fresh run dir and is timed from proce
 ensemble written:
 
     jobs=1        one process, the folds one after another, TensorFlow on all cores
+    jobs=1 threads=1  the same on one core (the 1 x 1 row: what one job of jobs=cores gets)
     jobs=N        N fold-job processes at once, each with cores // N TensorFlow threads
     jobs=N uncapped   the same with every process on all cores (what the thread cap avoids)
     jobs=auto     what a plain `python -m src.cv` does (one fold job per core on a CPU-only machine)
@@ -81,6 +82,8 @@ def main() -> None:
             run([*common, "epochs=1", "fold_index=0", "jobs=1", f"hydra.run.dir={tmp / 'warm'}"])  # fills the parse cache
 
         variants = {f"jobs={n}": [f"jobs={n}"] for n in range(1, 1 + (1 if args.smoke else min(cores, args.fold)))}
+        if cores > 1 and not args.smoke:  # one fold at a time on one core: what each job of jobs=cores has
+            variants["jobs=1 threads=1"] = ["jobs=1", "threads=1"]
         if cores > 1 and args.fold > 1 and not args.smoke:
             variants[f"jobs={min(cores, args.fold)} uncapped"] = [f"jobs={min(cores, args.fold)}", f"threads={cores}"]
         variants["jobs=auto"] = ["jobs=auto"]

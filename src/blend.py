@@ -3,13 +3,14 @@ a sweep) into one submission, in a new run dir (src.results.blend says how)."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.cli import command
+from src.cli import command, refuse_bad_overrides
 from src.results import blend
 
 log = logging.getLogger(__name__)
@@ -27,4 +28,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], "blend")
     main()

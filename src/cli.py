@@ -1,6 +1,7 @@
 """What every command shares: bad input ends the command with one line and exit status 1."""
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import shutil
@@ -10,7 +11,9 @@ from typing import Callable, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
 from src.errors import UserError
@@ -57,6 +60,78 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     if checked:
         check_keys(cfg)
     return cfg
+
+
+def refuse_bad_overrides(argv: list[str], config_name: str = "config") -> None:
+    """Before Hydra: a key that no config or schema has (with or without `+`) or a group option
+    that does not exist ends the command with one line naming the nearest one, and nothing is
+    created. Command lines this cannot judge alone (a sweep, another config dir) and Hydra's own
+    keys are left to Hydra."""
+    if any(a.startswith(("-cd", "-cp", "-cn", "--config", "-m", "--multirun", "--help", "-h", "--hydra-help",
+                         "--info", "-i", "--cfg", "-c", "--shell-completion")) for a in argv):
+        return
+    given = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(given)
+    except HydraException as e:
+        sys.exit(f"error: {_one_line(e)}")
+    if any(o.is_sweep_override() for o in parsed):
+        return
+    parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]  # Hydra checks its own
+    given = [o.input_line for o in parsed]
+    try:
+        compose_config(given, config_name)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    except MissingConfigException as e:
+        sys.exit(f"error: {_missing_option(parsed, e)}")
+    except HydraException as e:
+        sys.exit(f"error: {_unknown_key(parsed, config_name, e)}")
+
+
+def _missing_option(parsed, e: Exception) -> str:
+    """`data=fasion_mnist`: the group's nearest option and all of them."""
+    for o in parsed:
+        group = CONF / o.key_or_group
+        value = o.value() if not o.is_delete() else None
+        if group.is_dir() and isinstance(value, str) and not (group / f"{value}.yaml").exists():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            near = difflib.get_close_matches(value, options, n=1)
+            hint = f": did you mean {o.key_or_group}={near[0]}?" if near else ""
+            return f"{o.key_or_group}={value} is not an option of {o.key_or_group}{hint} (options: {', '.join(options)})"
+    return _one_line(e)
+
+
+def _unknown_key(parsed, config_name: str, e: Exception) -> str:
+    """`epoch=2`: the nearest key of the config the other overrides compose."""
+    groups = [o.input_line for o in parsed if (CONF / o.key_or_group).is_dir()]
+    try:
+        keys = _keys(OmegaConf.to_container(compose_config(groups, config_name, checked=False), resolve=False))
+    except HydraException:
+        keys = []
+    for o in parsed:
+        if (CONF / o.key_or_group).is_dir() or o.key_or_group in keys:
+            continue
+        near = difflib.get_close_matches(o.key_or_group, keys, n=1)
+        return f"unknown config key '{o.key_or_group}'" + (f": did you mean '{near[0]}'?" if near else "")
+    return _one_line(e)
+
+
+def _one_line(e: Exception) -> str:
+    """Hydra's message without its `full_key:`/`object_type=` lines, on one line."""
+    text = f"{e}\n{e.__cause__}" if e.__cause__ is not None else str(e)  # Hydra keeps the why in the cause
+    lines = [line.strip() for line in text.strip().splitlines()
+             if line.strip() and not line.strip().startswith(("full_key:", "reference_type=", "object_type="))]
+    return ": ".join(lines)
+
+
+def _keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        found += [f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")]
+    return found
 
 
 def refuse_missing_run_dir(argv: list[str]) -> None:

@@ -32,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import recipe, rundir
-from src.cli import command
+from src.cli import command, refuse_bad_overrides
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
 from src.runtime import backend
@@ -144,4 +144,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], "config")
     main()

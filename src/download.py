@@ -4,6 +4,7 @@ Kaggle credentials."""
 from __future__ import annotations
 
 import logging
+import sys
 import os
 import tempfile
 import zipfile
@@ -14,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import command
+from src.cli import command, refuse_bad_overrides
 from src.errors import UserError
 from src.files import sha256
 from src.kaggle_client import client
@@ -126,4 +127,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], "download")
     main()

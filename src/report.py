@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src import rundir
-from src.cli import command, refuse_missing_run_dir
+from src.cli import command, refuse_bad_overrides, refuse_missing_run_dir
 from src.inputs import dataset as data_mod
 from src.results import report
 
@@ -27,5 +27,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], "report")
     refuse_missing_run_dir(sys.argv[1:])
     main()

@@ -89,6 +89,16 @@ class Mlp(Model):
 
 
 @dataclass
+class ResNet(Model):
+    """model=resnet: stages of pre-activation residual blocks."""
+
+    width: int
+    blocks: List[int]
+    dropout: float
+    bn_momentum: float
+
+
+@dataclass
 class AutoencoderClassifier(Model):
     encoder: List[int]
     classifier: List[int]
@@ -107,11 +117,13 @@ class Affine:
 
 @dataclass
 class Augment(Affine):
-    """augment=default: the affine, elastic distortion and mirroring."""
+    """augment=default: the affine, elastic distortion, mirroring, padded crop and random erasing."""
 
     elastic: float
     elastic_sigma: float
     flip: bool
+    crop: int = 0
+    erasing: float = 0.0
 
 
 @dataclass
@@ -326,7 +338,7 @@ def register() -> None:
         cs.store(name=f"{command}_schema", node=node)
     groups = {
         "data": {"data": Data, "sample": SampleData, "idx": IdxData},
-        "model": {"model": Model, "conv": ConvModel, "simple_cnn": SimpleCnn, "mlp": Mlp,
+        "model": {"model": Model, "conv": ConvModel, "simple_cnn": SimpleCnn, "mlp": Mlp, "resnet": ResNet,
                   "autoencoder_classifier": AutoencoderClassifier},
         "augment": {"affine": Affine, "augment": Augment},
         "optimizer": {"optimizer": _open(Optimizer)},

@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
-from src.cli import command, refuse_missing_run_dir
+from src.cli import command, refuse_bad_overrides, refuse_missing_run_dir
 from src.errors import UserError
 from src.inputs.submission import sample_path
 from src.kaggle_client import client
@@ -52,5 +52,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_bad_overrides(sys.argv[1:], "submit")
     refuse_missing_run_dir(sys.argv[1:])
     main()

@@ -160,6 +160,8 @@ OVERRIDES = {
     "default": [],
     "elastic": ["augment.elastic=2.0", "augment.elastic_sigma=4.0"],
     "flip": ["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0", "augment.flip=true"],
+    "crop": ["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0", "augment.crop=3"],
+    "erasing": ["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0", "augment.erasing=1.0"],
 }
 
 
@@ -177,6 +179,9 @@ def test_augmentation_on_jax_makes_the_images_tensorflow_makes(no_tf):
     assert stats["default"]["next_batch_differs"] and stats["default"]["identity"] > 10
     assert stats["elastic"]["identity"] > 10 and stats["elastic"]["next_batch_differs"]
     assert 0.2 < stats["flip"]["mirrored"] < 0.8  # about half of the images mirrored, the rest untouched
+    crop = stats["crop"]  # whole-pixel shifts of up to 3 pixels each way
+    assert crop["next_batch_differs"] and 0.5 < max(crop["row_move"], crop["col_move"]) <= 3.5 and crop["col_spread"] > 0.3
+    assert stats["erasing"]["identity"] > 10 and stats["erasing"]["next_batch_differs"]  # noise in a rectangle of each
 
 
 def test_a_jax_fold_killed_mid_epoch_resumes_after_its_last_finished_epoch(tiny, tmp_path, no_tf):

@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from conftest import REPO, compose_config, run_cv, tiny_overrides
-from hydra_plugins.kfold_search._study import search, search_space
+from hydra_plugins.kfold_search._study import own_keys, search, search_space
 from src import schema  # noqa: F401  (registers the schemas that conf/*.yaml name, as src.cv's import does)
 from src.errors import UserError
 
@@ -32,9 +32,20 @@ def test_search_config_composes_with_its_space():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.kfold_search.optuna_sweeper.OptunaSweeper"
     assert sweeper.direction.name == "maximize" and sweeper.sampler.seed == 42
-    assert search_space([f"{k}={v}" for k, v in sweeper.params.items()])[0] == {
+    assert search_space(own_keys(sweeper.params, cfg))[0] == {
         name: FloatDistribution(low, high, log=log) for name, (low, high, log) in SPACE.items()}
     assert compose_config(["hparams_search=optuna"]).model.dropout == 0.4  # the search leaves the defaults alone
+
+
+@pytest.mark.parametrize("choice, own", [("schedule=exponential", {"schedule.decay"}), ("schedule=cosine", {"schedule.warmup"}),
+                                         ("experiment=cnn_cosine_ema", {"schedule.warmup"}), ("schedule=constant", {"schedule.decay"})])
+def test_the_space_searches_what_the_chosen_schedule_has(choice, own):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hparams_search=optuna", choice], return_hydra_config=True)
+    space = search_space(own_keys(cfg.hydra.sweeper.params, cfg))[0]
+    assert set(space) == {"model.dropout", "optimizer.learning_rate"} | own
 
 
 def test_the_space_is_written_in_hydras_override_syntax():
@@ -99,7 +110,8 @@ def sweeper(tmp_path, outcomes: list, n_trials: int = 4, n_jobs: int = 2) -> Sim
                            n_trials=n_trials, n_jobs=n_jobs, sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 0},
                            params={"model.dropout": "interval(0.2, 0.5)"}, launcher=Launcher(outcomes),
                            validate_batch_is_legal=lambda batch: None,
-                           config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "hydra_logging": {"root": None}, "verbose": False}}))
+                           config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "hydra_logging": {"root": None}, "verbose": False},
+                                                    "model": {"dropout": 0.4}}))
 
 
 def test_failed_trials_are_told_and_the_same_command_asks_for_the_missing_ones(tmp_path):

@@ -44,7 +44,7 @@ def search(sweeper: Any, arguments: list[str]) -> None:
     `arguments` the command line's overrides."""
     if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
         raise UserError(f"hydra.sweeper.n_trials={sweeper.n_trials}, n_jobs={sweeper.n_jobs}: need at least 1 each")
-    space, fixed = search_space([f"{key}={value}" for key, value in sweeper.params.items()] + list(arguments))
+    space, fixed = search_space(own_keys(sweeper.params, sweeper.config) + list(arguments))
     study = open_study(sweeper.storage, sweeper.study_name, sweeper.direction, sweeper.sampler)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     to_ask = max(0, sweeper.n_trials - complete)
@@ -80,6 +80,22 @@ def search(sweeper: Any, arguments: list[str]) -> None:
             log.error("every trial of this search failed, so it stops")
             raise failures[0]  # the job's own exception, with its traceback
     write_results(study, Path(sweeper.config.hydra.sweep.dir) / RESULTS)
+
+
+def own_keys(params: Any, config: Any) -> list[str]:
+    """`hydra.sweeper.params` as overrides, less the keys the composed config does not have: the
+    space names every schedule's keys (decay, warmup), and each run searches its own schedule's."""
+    kept = []
+    for key, value in params.items():
+        if OmegaConf.select(config, key, default=_ABSENT) is _ABSENT:
+            log.info("%s is not a key of this config (schedule=%s): left out of the search space", key,
+                     OmegaConf.select(config, "hydra.runtime.choices.schedule", default="?"))
+            continue
+        kept.append(f"{key}={value}")
+    return kept
+
+
+_ABSENT = object()
 
 
 def search_space(overrides: Sequence[str]) -> tuple[dict[str, BaseDistribution], list[str]]:

@@ -1,6 +1,6 @@
-"""Augmentation of whole image batches on the device on JAX, compiled once: random affine (the
-transform from src.inputs.augment), the elastic distortion and flips, as src.inputs.augment_tf
-does them on TensorFlow. The randomness is drawn from a key folded from (seed, a, b): (seed,
+"""Augmentation of whole image batches on the device on JAX, compiled once: random affine, padded
+crop and random erasing (the transforms of src.inputs.augment), the elastic distortion and flips,
+as src.inputs.augment_tf does them on TensorFlow. The randomness is drawn from a key folded from (seed, a, b): (seed,
 epoch, batch) in training, (seed, view, batch) for test-time augmentation."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from keras import ops
 from omegaconf import DictConfig
 
-from src.inputs.augment import inverse_affine
+from src.inputs.augment import inverse_affine, random_erase, shift_crop
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Ranges:
     elastic: float = 0.0  # pixels; 0 = none
     elastic_sigma: float = 4.0
     flip: bool = False
+    crop: int = 0  # pixels of zero padding to crop from; 0 = none
+    erasing: float = 0.0  # probability of random erasing; 0 = none
 
     @classmethod
     def of(cls, cfg: DictConfig | None, affine_only: bool = False) -> Ranges:
@@ -36,7 +38,8 @@ class Ranges:
             return cls(enabled=False)
         warp = 0.0 if affine_only else float(cfg.get("elastic", 0.0))
         return cls(True, float(cfg.rotation), float(cfg.zoom), float(cfg.width_shift), float(cfg.height_shift),
-                   warp, float(cfg.get("elastic_sigma", 4.0)), bool(cfg.get("flip", False)) and not affine_only)
+                   warp, float(cfg.get("elastic_sigma", 4.0)), bool(cfg.get("flip", False)) and not affine_only,
+                   0 if affine_only else int(cfg.get("crop", 0)), 0.0 if affine_only else float(cfg.get("erasing", 0.0)))
 
 
 def augmenter(ranges: Ranges, out_sharding=None) -> Callable:
@@ -48,12 +51,18 @@ def augmenter(ranges: Ranges, out_sharding=None) -> Callable:
         if not ranges.enabled:
             return x
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), a), b)
-        k_affine, k_warp, k_flip = jax.random.split(key, 3)
+        k_affine, k_warp, k_flip, k_crop, k_erase, k_noise = jax.random.split(key, 6)
         x = random_affine(x, ranges, k_affine)
         if ranges.elastic:
             x = elastic(x, ranges.elastic, ranges.elastic_sigma, k_warp)
         if ranges.flip:
             x = random_flip(x, k_flip)
+        if ranges.crop:
+            u = jax.random.uniform(k_crop, (2, x.shape[0]))
+            x = shift_crop(x, u[0], u[1], ranges.crop)
+        if ranges.erasing:
+            noise = jax.random.uniform(k_noise, x.shape, minval=0.0, maxval=255.0)
+            x = random_erase(x, jax.random.uniform(k_erase, (x.shape[0], 5)), noise, ranges.erasing)
         return x
 
     return jax.jit(run, out_shardings=out_sharding)

@@ -1,5 +1,6 @@
 """Augmentation of whole image batches inside tf.data on TensorFlow, drawn from stateless seeds:
-random affine (the transform from src.inputs.augment), elastic distortion, flips."""
+random affine, padded crop and random erasing (the transforms of src.inputs.augment), elastic
+distortion, flips."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src.inputs.augment import inverse_affine
+from src.inputs.augment import inverse_affine, random_erase, shift_crop
 
 
 def random_affine(images: tf.Tensor, cfg: DictConfig, seed: tf.Tensor) -> tf.Tensor:
@@ -74,3 +75,16 @@ def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Mirror each image of a batch (N, H, W, C) left to right with probability 1/2."""
     flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
     return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def random_crop(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
+    """Each image of a batch cropped at random from itself padded by `pad` zero pixels."""
+    u = tf.random.stateless_uniform([2, tf.shape(images)[0]], seed)
+    return shift_crop(images, u[0], u[1], pad)
+
+
+def random_erasing(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """Random erasing (src.inputs.augment.random_erase) with noise drawn from `seed`."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    u = tf.random.stateless_uniform([tf.shape(images)[0], 5], seeds[0])
+    return random_erase(images, u, tf.random.stateless_uniform(tf.shape(images), seeds[1], 0.0, 255.0), probability)

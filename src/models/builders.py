@@ -37,6 +37,36 @@ def kfold_cnn(input_shape: tuple[int, int, int], num_classes: int, dropout: floa
     return keras.Model(inputs, outputs, name="kfold_cnn")
 
 
+def resnet(input_shape: tuple[int, int, int], num_classes: int, width: int = 32, blocks: tuple[int, ...] = (2, 2, 2),
+           dropout: float = 0.1, bn_momentum: float = 0.9) -> keras.Model:
+    """A small pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residual Networks").
+
+    A 3x3 stem of `width` filters, then one stage per entry of `blocks` with that many residual
+    blocks (BatchNorm-ReLU-conv3x3 twice, plus the shortcut); each stage after the first halves
+    the image with a stride of 2 and doubles the width. Global average pooling, so any image size
+    and channel count works; dropout, dense softmax.
+    """
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+    for stage, count in enumerate(blocks):
+        for block in range(count):
+            x = _preact_block(x, width * 2 ** stage, 2 if stage and not block else 1, bn_momentum)
+    x = layers.Activation("relu")(batch_norm(bn_momentum)(x))
+    x = layers.Dropout(dropout)(layers.GlobalAveragePooling2D()(x))
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="resnet")
+
+
+def _preact_block(x, filters: int, strides: int, bn_momentum: float):
+    h = layers.Activation("relu")(batch_norm(bn_momentum)(x))
+    shortcut = x if strides == 1 and x.shape[-1] == filters else layers.Conv2D(filters, 1, strides=strides, use_bias=False)(h)
+    h = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(h)
+    h = layers.Activation("relu")(batch_norm(bn_momentum)(h))
+    h = layers.Conv2D(filters, 3, padding="same", use_bias=False)(h)
+    return layers.Add()([h, shortcut])
+
+
 def softmax(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """Multinomial logistic regression: flatten 784 → Dense(10, softmax) (TensorFlow's first tutorial)."""
     inputs = keras.Input(shape=tuple(input_shape))

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
@@ -22,6 +23,7 @@ def curves(histories: dict[int, pd.DataFrame], metric: str, path: Path) -> None:
         ax.plot(h["epoch"], h[metric], color=colour, alpha=0.6, label=f"fold {k} train")
         ax.plot(h["epoch"], h[f"val_{metric}"], color=colour, linestyle="--", label=f"fold {k} val")
     ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (solid: training, dashed: validation)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5, 2.5 ticks
     if len(histories) <= 5:
         ax.legend(fontsize=7)
     _save(fig, path)

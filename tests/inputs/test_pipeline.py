@@ -99,3 +99,36 @@ def test_predict_returns_one_row_per_image(digits):
 def test_too_few_rows_for_a_batch_is_refused(digits):
     with pytest.raises(ValueError, match="fewer than one batch"):
         pipeline.train_dataset(digits[0][:10], digits[1][:10], compose_config().augment, 32, 10, seed=0)
+
+
+def shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """`img` (H, W, C) moved dx pixels right and dy down, zeros coming in."""
+    out = np.zeros_like(img)
+    h, w = img.shape[:2]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_a_padded_crop_is_a_whole_pixel_shift_within_the_padding(digits):
+    x = digits[0][:32].astype(np.float32)
+    out = augment.random_crop(tf.constant(x), 3, tf.constant([5, 6], tf.int64)).numpy()
+    found = [next(((dx, dy) for dx in range(-3, 4) for dy in range(-3, 4) if np.array_equal(o, shifted(i, dx, dy))), None)
+             for i, o in zip(x, out)]
+    assert None not in found and len(set(found)) > 5  # each image its own shift, all within 3 pixels
+
+
+def test_random_erasing_replaces_one_rectangle_of_2_to_40_percent(digits):
+    x = digits[0][:32].astype(np.float32)
+    out = augment.random_erasing(tf.constant(x), 1.0, tf.constant([7, 8], tf.int64)).numpy()
+    for i, o in zip(x, out):
+        rows, cols = np.nonzero((o != i)[..., 0])
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.02 * 784 - 30 <= box <= 0.4 * 784 + 30 and o.min() >= 0 and o.max() <= 255
+    assert np.array_equal(augment.random_erasing(tf.constant(x), 0.0, tf.constant([7, 8], tf.int64)).numpy(), x)
+
+
+def test_crop_and_erasing_run_in_the_training_pipeline(digits):
+    x, y = digits
+    cfg = compose_config(["augment.crop=2", "augment.erasing=0.5"]).augment
+    batch, labels = next(iter(pipeline.train_dataset(x, y, cfg, 32, 10, 0)))
+    assert batch.shape == (32, 28, 28, 1) and float(tf.reduce_max(batch)) <= 255.0 and labels.shape == (32, 10)

@@ -59,3 +59,22 @@ def test_each_experiments_model_builds_from_its_config_and_trains_a_step(name):
     y = keras.utils.to_categorical(np.arange(32) % 10, 10)
     loss = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][-1]
     assert np.isfinite(loss) and model.predict(x[:4], verbose=0).shape == (4, 10)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_resnet_builds_from_its_config_and_trains_a_step_on_any_shape(shape):
+    import keras
+    import numpy as np
+    from conftest import compose_config
+    from hydra.utils import instantiate
+
+    cfg = compose_config(["model=resnet", "model.width=8", "model.blocks=[1,1]"])
+    model = instantiate(cfg.model)(input_shape=shape, num_classes=5)
+    assert sum(isinstance(l, layers.Add) for l in model.layers) == 2 and model.output_shape == (None, 5)
+    strides = [c.strides for c in model.layers if isinstance(c, layers.Conv2D) and c.kernel_size == (3, 3)]
+    assert strides == [(1, 1), (1, 1), (1, 1), (2, 2), (1, 1)]  # stem, stage 1, stage 2 halves the image
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 256, (16, *shape)).astype(np.float32)
+    y = keras.utils.to_categorical(np.arange(16) % 5, 5)
+    loss = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss) and model.predict(x[:4], verbose=0).shape == (4, 5)
