@@ -62,6 +62,59 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     return cfg
 
 
+def help_or_go_on(argv: list[str], config_name: str = "config", what: str = "") -> None:
+    """`--help` (or `-h`), optionally followed by a group: one screen of the command's keys and
+    groups with their descriptions (the schema's field metadata), or the group's options, then
+    exit 0. Hydra's own help stays at `--hydra-help`."""
+    flags = [i for i, a in enumerate(argv) if a in ("--help", "-h")]
+    if not flags:
+        return
+    rest = argv[flags[0] + 1:]
+    print(group_help(rest[0]) if rest and (CONF / rest[0]).is_dir() else command_help(config_name, what))
+    sys.exit(0)
+
+
+def command_help(config_name: str, what: str = "") -> str:
+    """The command's top-level keys (value, description) and config groups (options)."""
+    from dataclasses import fields
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        full = compose(config_name=config_name, return_hydra_config=True)
+    chosen = {str(k) for k in full.hydra.runtime.choices if not str(k).startswith("hydra")}
+    cfg = compose_config([], config_name, checked=False)
+    schema = OmegaConf.get_type(cfg)
+    about = {f.name: f.metadata.get("help", "") for f in fields(schema)} if schema not in (None, dict) else {}
+    name = "cv" if config_name == "config" else config_name
+    groups = [str(k) for k in cfg if str(k) in chosen and (CONF / str(k)).is_dir()]
+    lines = [f"python -m src.{name} [key=value ...]" + (" [group=option ...]" if groups else ""), *([what] if what else []), ""]
+    lines += ["groups (--help GROUP lists its options):"] if groups else []
+    for group in groups:
+        lines.append(f"  {group + '=':<14} {', '.join(_options(group))}")
+    lines += ["", "keys:"] if groups else ["keys:"]
+    for key in cfg:
+        if key in groups:
+            continue
+        value = OmegaConf.to_container(cfg, resolve=False)[key]
+        shown = "{...}" if isinstance(value, dict) else str(value)
+        lines.append(f"  {key + '=' + shown:<28} {about.get(str(key), '')}".rstrip())
+    lines += ["", "Every key and group: docs/configuration.md. Hydra's own options: --hydra-help."]
+    return "\n".join(lines)
+
+
+def group_help(group: str) -> str:
+    """A config group's options, each with the first line of its file's leading comment."""
+    lines = [f"{group}= one of:"]
+    for option in _options(group):
+        text = (CONF / group / f"{option}.yaml").read_text().splitlines()
+        first = next((t.lstrip("# ").strip() for t in text if t.startswith("#") and not t.startswith("# @package")), "")
+        lines.append(f"  {option:<24} {first}".rstrip())
+    return "\n".join(lines)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def refuse_bad_overrides(argv: list[str], config_name: str = "config") -> None:
     """Before Hydra: a key that no config or schema has (with or without `+`) or a group option
     that does not exist ends the command with one line naming the nearest one, and nothing is

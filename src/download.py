@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import command, refuse_bad_overrides
+from src.cli import command, help_or_go_on, refuse_bad_overrides
 from src.errors import UserError
 from src.files import sha256
 from src.kaggle_client import client
@@ -127,5 +127,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    help_or_go_on(sys.argv[1:], "download", " ".join(__doc__.split("\n\n")[0].split()))
     refuse_bad_overrides(sys.argv[1:], "download")
     main()

@@ -109,6 +109,8 @@ LATER_KEYS = {
     "pseudo.threshold": 0.99,
     "augment.flip": False,
     "data.flip": False,
+    "augment.crop": 0,
+    "augment.erasing": 0.0,
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 

@@ -214,39 +214,44 @@ class CvExtra:
     logger: Optional[Logger]
 
 
+def about(text: str) -> Any:
+    """A required field with its one-line description (what `python -m src.cv --help` prints)."""
+    return field(metadata={"help": text})
+
+
 @dataclass
 class Cv:
     """conf/config.yaml: `python -m src.cv`."""
 
     extra: ClassVar[type] = CvExtra
-    data: Data
-    model: Any  # a node typed by its YAML file's schema, or open: a user's own family names its builder's arguments
-    augment: Affine
-    optimizer: Optimizer
-    schedule: Any  # as model: a user's own schedule is one function and one YAML file
-    callbacks: Dict[str, Any]  # conf/callbacks/: name -> a Keras callback by `_target_`
-    strategy: Strategy
-    fold: int
-    split: str
-    val_fraction: float
-    epochs: int
-    time_limit: Any  # null, a duration ("20m") or seconds
-    batch_size: int
-    seed: int
-    tta: int
-    loss: str
-    pseudo: Pseudo
-    label_smoothing: float
-    fold_index: Any  # null, a fold or a list of folds
-    backend: str  # auto, tensorflow or jax (src.runtime.backend)
-    precision: str
-    jit_compile: Any  # auto, true or false
-    verbose: bool
-    steps_per_execution: int
-    deterministic: bool
-    tensorboard: bool
-    jobs: Any  # auto or a number
-    threads: Any  # auto or a number
+    data: Data = about("the competition's files and what they hold: a preset (--help data)")
+    model: Any = about("the network, by `_target_` (--help model)")  # a user's own family names its builder's arguments
+    augment: Affine = about("random affine, elastic, flip, crop and erasing ranges (--help augment)")
+    optimizer: Optimizer = about("a keras.optimizers class by `_target_` and its arguments (--help optimizer)")
+    schedule: Any = about("the learning-rate schedule by `_target_` (--help schedule)")
+    callbacks: Dict[str, Any] = about("optional Keras callbacks by `_target_`, e.g. callbacks=swa (--help callbacks)")
+    strategy: Strategy = about("where the folds train: auto, default, mirrored, multi_worker, tpu (--help strategy)")
+    fold: int = about("number of folds; 1 = one holdout split of val_fraction")
+    split: str = about("kfold or stratified")
+    val_fraction: float = about("holdout size when fold=1")
+    epochs: int = about("epochs per fold; with time_limit, given on the command line, it caps the plan")
+    time_limit: Any = about("e.g. 20m, 1h30m: plan the epochs so the whole run ends within it")
+    batch_size: int = about("global batch, split evenly over the replicas (the data preset suggests one)")
+    seed: int = about("folds, weight initialisation, shuffling and augmentation")
+    tta: int = about("test-time augmentation: average the plain image and this many augmented views")
+    loss: str = about("any Keras loss name, on one-hot targets")
+    pseudo: Pseudo = about("second stage: pseudo.run_dir=DIR adds DIR's confident test predictions to the training rows")
+    label_smoothing: float = about("with categorical_crossentropy: train on (1 - s) one-hot + s / classes")
+    fold_index: Any = about("train only these folds (3 or [0,2]) into the run dir; null = all")
+    backend: str = about("Keras backend: auto, tensorflow or jax (docs/hardware.md)")
+    precision: str = about("auto (bf16 where the hardware has it, float16 on T4/V100, else float32) or a dtype policy")
+    jit_compile: Any = about("XLA: auto (Keras's choice on one GPU, off on CPUs), true or false")
+    verbose: bool = about("a live progress line per epoch")
+    steps_per_execution: int = about("training steps per call into the backend")
+    deterministic: bool = about("true: the same predictions bit for bit on the CPU (one thread per process)")
+    tensorboard: bool = about("TensorBoard logs per fold in the run dir")
+    jobs: Any = about("folds trained at once, each in its own process: auto = one per core on a CPU-only machine")
+    threads: Any = about("CPU threads per process: auto = all, or an equal share per fold job")
 
 
 @dataclass

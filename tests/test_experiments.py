@@ -32,6 +32,7 @@ def test_experiment_config_is_its_recipe(name):
     assert cfg.schedule.get("decay") == decay and cfg.augment.enabled == augment
     if name == "kfold_cnn":  # the seed recipe exactly: nothing of the later options
         assert (cfg.schedule._target_, cfg.label_smoothing, cfg.augment.elastic, cfg.time_limit) == ("src.training.schedules.exponential", 0.0, 0.0, None)
+        assert (cfg.augment.crop, cfg.augment.erasing, cfg.augment.flip) == (0, 0.0, False)
         assert "use_ema" not in cfg.optimizer
     assert set(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")) == set(EXPERIMENTS)
     # the command line still wins over an experiment
@@ -62,3 +63,9 @@ def test_every_experiment_runs_on_the_sample(tmp_path, names):
             assert 0 < json.loads((run_dir / "autoencoder.json").read_text())["reconstruction_mse"] < 0.2
         else:
             assert not picture.exists()
+
+
+@pytest.mark.parametrize("preset, flip", [("digit_recognizer", False), ("digits", False), ("kannada_mnist", False),
+                                          ("sign_mnist", False), ("sample", False), ("idx", False), ("fashion_mnist", True)])
+def test_flips_are_on_only_where_a_mirrored_image_keeps_its_class(preset, flip):
+    assert compose_config([f"data={preset}"]).augment.flip is flip
