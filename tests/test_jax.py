@@ -252,3 +252,21 @@ def test_a_run_dir_killed_under_tensorflow_by_older_code_resumes_on_jax(tiny, tm
     check_run_dir(run_dir, folds=2)
     assert snapshot(run_dir / "fold_0") == fold0
     assert json.loads((run_dir / "fold_1" / "done.json").read_text())["runtime"]["backend"] == "jax"
+
+
+def test_the_resnet_trains_a_step_on_jax_at_any_shape(no_tf):
+    proc = run_without_tf(no_tf, """
+    import numpy as np, keras
+    from conftest import compose_config
+    from hydra.utils import instantiate
+    assert keras.backend.backend() == "jax"
+    cfg = compose_config(["model=resnet", "model.width=8", "model.blocks=[1,1]"])
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        model = instantiate(cfg.model)(input_shape=shape, num_classes=5)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        x = np.random.default_rng(0).integers(0, 256, (16, *shape)).astype(np.float32)
+        loss = model.fit(x, keras.utils.to_categorical(np.arange(16) % 5, 5), batch_size=8, epochs=1, verbose=0).history["loss"][-1]
+        assert np.isfinite(loss) and model.predict(x[:4], verbose=0).shape == (4, 5)
+    print("ok")
+    """)
+    assert proc.stdout.strip().splitlines()[-1] == "ok"

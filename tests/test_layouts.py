@@ -149,7 +149,7 @@ def test_each_layout_runs_predicts_and_exports(kind, digits, tmp_path):
 def test_bad_layouts_are_refused_naming_what_to_fix(case, message, digits, tmp_path):
     root = tmp_path / "data"
     args, _ = write_layout("kannada", digits, root)
-    train, test = pd.read_csv(root / "train.csv"), pd.read_csv(root / "test.csv")
+    train, test = pd.read_csv(root / "train.csv").copy(), pd.read_csv(root / "test.csv").copy()  # one block: insert without fragmenting
     if case == "id_in_train":
         train.insert(0, "id", range(len(train)))
     elif case == "no_label":
