@@ -47,8 +47,8 @@ def blend_pointer(argv: list[str]) -> str | None:
 
 if __name__ == "__main__":
     help_or_go_on(sys.argv[1:], "ensemble", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "ensemble")
     if pointer := blend_pointer(sys.argv[1:]):
         sys.exit(f"error: {pointer}")
+    refuse_bad_overrides(sys.argv[1:], "ensemble")
     refuse_missing_run_dir(sys.argv[1:])
     main()

@@ -77,6 +77,7 @@ def test_jobs_2_gives_the_same_bytes_as_jobs_1_under_deterministic(tiny, tmp_pat
         assert log.count(f"fold {k} of 2 epoch 1/1 loss") == 1
 
 
+@pytest.mark.slow  # 44 s: a killed fold job and a killed jobs=1 run are in the default suite
 def test_a_parallel_run_killed_mid_run_resumes(tiny, tmp_path):
     run_dir = tmp_path / "run"
     args = overrides(tiny, tmp_path, 2) + ["epochs=3", f"hydra.run.dir={run_dir}"]
