@@ -258,7 +258,7 @@ class Cv:
 class RunDir:
     """ensemble.yaml and report.yaml: a finished run to work on."""
 
-    run_dir: str
+    run_dir: str = about("a finished run of src.cv (its hydra.run.dir)")
 
 
 @dataclass
@@ -275,55 +275,55 @@ class RunData:
 
 @dataclass
 class RunDirData(RunDir):
-    data: RunData = field(default_factory=RunData)
+    data: RunData = field(default_factory=RunData, metadata={"help": "data.cache_dir: where a parse is cached (null: not at all); data.train=/data.test= when the recorded files moved"})
 
 
 @dataclass
 class Export(RunDir):
-    version: Optional[int]
+    version: Optional[int] = about("the export's version folder under DIR/export/; null = the next one")
 
 
 @dataclass
 class Serve(RunDir):
-    host: str
-    port: int
-    export: bool
-    version: Optional[int]
-    max_batch: int
-    max_body: int
-    access_log: bool
-    allowed_hosts: Optional[List[str]]
-    header_timeout: float
-    body_timeout: float
-    docs: bool
+    host: str = about("address to listen on: 0.0.0.0 to be reached from other machines (trusted networks only)")
+    port: int = about("TCP port")
+    export: bool = about("false: the fold .keras files in safe mode; true: a SavedModel export (code: only your own)")
+    version: Optional[int] = about("with export=true, which export to serve; null = the newest")
+    max_batch: int = about("requests waiting together go through the model in one call of at most this many rows")
+    max_body: int = about("bytes; a larger request body is answered 413")
+    access_log: bool = about("one log line per request")
+    allowed_hosts: Optional[List[str]] = about("Host header names answered; null: this machine's names")
+    header_timeout: float = about("seconds for a request's line and headers; a slower connection is closed")
+    body_timeout: float = about("seconds for its body, once the headers are in")
+    docs: bool = about("serve /openapi.json")
 
 
 @dataclass
 class Predict(RunDir):
-    input: str
-    output: str
-    probabilities: bool
-    overwrite: bool
-    data: RunData = field(default_factory=RunData)
+    input: str = about("a CSV in the competition's test format")
+    output: str = about("where the predictions go (a CSV in the submission's format)")
+    probabilities: bool = about("add a probability column per class")
+    overwrite: bool = about("replace an existing output")
+    data: RunData = field(default_factory=RunData, metadata={"help": "data.cache_dir: where a parse is cached (null: not at all); data.train=/data.test= when the recorded files moved"})
 
 
 @dataclass
 class Submit(RunDir):
-    message: str
+    message: str = about("the submission's description on Kaggle")
 
 
 @dataclass
 class Blend:
-    runs: List[str]
-    weights: str
+    runs: List[str] = about("finished runs of the same data: [DIR1,DIR2,...]")
+    weights: str = about("equal, or oof: simplex weights fitted on the runs' out-of-fold predictions")
 
 
 @dataclass
 class Download:
-    data: Data
-    out: str
-    max_bytes: int
-    max_files: int
+    data: Data = about("the preset whose files to fetch: data=kannada_mnist")
+    out: str = about("the folder the files go to")
+    max_bytes: int = about("stop when unpacking would write more than this")
+    max_files: int = about("stop at an archive of more members than this")
 
 
 def _open(schema: type) -> DictConfig:
