@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
+from project import timed  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET = 3.0  # seconds of fixed cost per fold on the 20,000-row slice
 
 
@@ -69,14 +66,9 @@ def run(train: Path, test: Path, out: Path, epochs: int, extra: list[str], warm:
               "fold=2", "jobs=1", "threads=1", "verbose=false", *extra]
     args = [*common, f"epochs={epochs}", f"hydra.run.dir={run_dir}"]
     if warm:  # the parse cache, so that the timed run does not parse
-        subprocess.run([sys.executable, "-m", "src.cv", *common, "epochs=1", "fold_index=0", f"hydra.run.dir={out / 'warm'}"],
-                       cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "src.cv", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"src.cv failed:\n{proc.stderr[-3000:]}")
+        timed([sys.executable, "-m", "src.cv", *common, "epochs=1", "fold_index=0", f"hydra.run.dir={out / 'warm'}"],
+              "src.cv (warming the parse cache)")
+    wall, _ = timed([sys.executable, "-m", "src.cv", *args], "src.cv")
     return {"wall_s": round(wall, 1), "folds": fold_costs(run_dir), "args": args}
 
 
@@ -96,11 +88,8 @@ def whole_runs(train: Path, test: Path, out: Path, peer: Path, folds: int = 4, e
         "notebook": [sys.executable, str(peer), str(data), str(whole / "notebook"), str(folds), str(epochs), str(folds)],
     }
     for name, command in commands.items():
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-        if proc.returncode != 0:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        found[name] = {"seconds": round(time.perf_counter() - start, 1), "tail": proc.stdout.strip().splitlines()[-1:]}
+        seconds, proc = timed(command, name)
+        found[name] = {"seconds": round(seconds, 1), "tail": proc.stdout.strip().splitlines()[-1:]}
         print(f"{name}: {found[name]['seconds']:.1f} s  {' '.join(found[name]['tail'])}", flush=True)
     metrics = json.loads((whole / "run" / "metrics.json").read_text())
     found["project"]["cv_mean"] = metrics["cv_mean"]

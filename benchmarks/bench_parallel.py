@@ -21,28 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import joblib
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from project import timed  # noqa: E402
 
 
 def run(args: list[str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "src.cv", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: src.cv {' '.join(args)}\n{proc.stderr[-3000:]}")
-    return seconds
+    return timed([sys.executable, "-m", "src.cv", *args], f"src.cv {' '.join(args)}")[0]
 
 
 def complete(run_dir: Path) -> bool:
@@ -70,7 +62,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.smoke:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
             import project
 
             args.train, args.test = project.tiny_csvs(tmp / "data")

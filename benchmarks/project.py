@@ -2,7 +2,10 @@
 directly: one way to compose the config (src.cli's, with its schemas and resolvers)."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,17 @@ sys.path.insert(0, str(REPO))
 
 from src.cli import compose_config  # noqa: E402
 from src.inputs import dataset  # noqa: E402
+
+
+def timed(argv: list[str], what: str) -> tuple[float, subprocess.CompletedProcess]:
+    """Run `argv` in the repository (the project importable), its wall seconds and the finished
+    process; a failure ends the benchmark naming `what`, with the tail of its stderr."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return seconds, proc
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.cli import command, help_or_go_on, refuse_bad_overrides
+from src.cli import check_command_line, command
 from src.results import blend
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "blend", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "blend")
+    check_command_line(sys.argv[1:], "blend", __doc__)
     main()

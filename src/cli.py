@@ -62,6 +62,15 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     return cfg
 
 
+def check_command_line(argv: list[str], config_name: str, doc: str, run_dir: bool = False) -> None:
+    """What every command does before Hydra starts: `--help`, the overrides checked against the
+    configs, and (a command on a finished run) a `run_dir=` that is no folder refused."""
+    help_or_go_on(argv, config_name, " ".join(doc.split("\n\n")[0].split()))
+    refuse_bad_overrides(argv, config_name)
+    if run_dir:
+        refuse_missing_run_dir(argv)
+
+
 def help_or_go_on(argv: list[str], config_name: str = "config", what: str = "") -> None:
     """`--help` (or `-h`), optionally followed by a group: one screen of the command's keys and
     groups with their descriptions (the schema's field metadata), or the group's options, then
@@ -79,24 +88,23 @@ def command_help(config_name: str, what: str = "") -> str:
     from dataclasses import fields
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        full = compose(config_name=config_name, return_hydra_config=True)
-    chosen = {str(k) for k in full.hydra.runtime.choices if not str(k).startswith("hydra")}
-    cfg = compose_config([], config_name, checked=False)
+        cfg = compose(config_name=config_name, return_hydra_config=True)
+    chosen = {str(k) for k in cfg.hydra.runtime.choices if not str(k).startswith("hydra")}
     schema = OmegaConf.get_type(cfg)
     about = {f.name: f.metadata.get("help", "") for f in fields(schema)} if schema not in (None, dict) else {}
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
     name = "cv" if config_name == "config" else config_name
-    groups = [str(k) for k in cfg if str(k) in chosen and (CONF / str(k)).is_dir()]
+    groups = [k for k in values if k in chosen and (CONF / k).is_dir()]
     lines = [f"python -m src.{name} [key=value ...]" + (" [group=option ...]" if groups else ""), *([what] if what else []), ""]
     lines += ["groups (--help GROUP lists its options):"] if groups else []
     for group in groups:
         lines.append(f"  {group + '=':<14} {', '.join(_options(group))}")
     lines += ["", "keys:"] if groups else ["keys:"]
-    for key in cfg:
+    for key, value in values.items():
         if key in groups:
             continue
-        value = OmegaConf.to_container(cfg, resolve=False)[key]
         shown = "{...}" if isinstance(value, dict) else str(value)
-        lines.append(f"  {key + '=' + shown:<28} {about.get(str(key), '')}".rstrip())
+        lines.append(f"  {key + '=' + shown:<28} {about.get(key, '')}".rstrip())
     lines += ["", "Every key and group: docs/configuration.md. Hydra's own options: --hydra-help."]
     return "\n".join(lines)
 
@@ -148,7 +156,7 @@ def _missing_option(parsed, e: Exception) -> str:
         group = CONF / o.key_or_group
         value = o.value() if not o.is_delete() else None
         if group.is_dir() and isinstance(value, str) and not (group / f"{value}.yaml").exists():
-            options = sorted(p.stem for p in group.glob("*.yaml"))
+            options = _options(o.key_or_group)
             near = difflib.get_close_matches(value, options, n=1)
             hint = f": did you mean {o.key_or_group}={near[0]}?" if near else ""
             return f"{o.key_or_group}={value} is not an option of {o.key_or_group}{hint} (options: {', '.join(options)})"

@@ -32,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import recipe, rundir
-from src.cli import command, help_or_go_on, refuse_bad_overrides
+from src.cli import check_command_line, command
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
 from src.runtime import backend
@@ -144,6 +144,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "config", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "config")
+    check_command_line(sys.argv[1:], "config", __doc__)
     main()

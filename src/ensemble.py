@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import rundir
-from src.cli import command, help_or_go_on, refuse_bad_overrides, refuse_missing_run_dir
+from src.cli import check_command_line, command
 from src.inputs.dataset import of_run, read_labels
 from src.results.ensemble import build, summary
 
@@ -46,9 +46,7 @@ def blend_pointer(argv: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "ensemble", " ".join(__doc__.split("\n\n")[0].split()))
     if pointer := blend_pointer(sys.argv[1:]):
         sys.exit(f"error: {pointer}")
-    refuse_bad_overrides(sys.argv[1:], "ensemble")
-    refuse_missing_run_dir(sys.argv[1:])
+    check_command_line(sys.argv[1:], "ensemble", __doc__, run_dir=True)
     main()

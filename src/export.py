@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import command, help_or_go_on, refuse_bad_overrides, refuse_missing_run_dir
+from src.cli import check_command_line, command
 from src.serving.export import export
 
 
@@ -19,7 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "export", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "export")
-    refuse_missing_run_dir(sys.argv[1:])
+    check_command_line(sys.argv[1:], "export", __doc__, run_dir=True)
     main()

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src import rundir
-from src.cli import command, help_or_go_on, refuse_bad_overrides, refuse_missing_run_dir
+from src.cli import check_command_line, command
 from src.inputs import dataset as data_mod
 from src.results import report
 
@@ -27,7 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "report", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "report")
-    refuse_missing_run_dir(sys.argv[1:])
+    check_command_line(sys.argv[1:], "report", __doc__, run_dir=True)
     main()

@@ -273,9 +273,15 @@ class RunData:
     cache_dir: Optional[str] = "data/.cache"
 
 
+def run_data() -> Any:
+    """The `data` node of a command on a finished run, with its description."""
+    return field(default_factory=RunData, metadata={
+        "help": "data.cache_dir: where a parse is cached (null: not at all); data.train=/data.test= when the recorded files moved"})
+
+
 @dataclass
 class RunDirData(RunDir):
-    data: RunData = field(default_factory=RunData, metadata={"help": "data.cache_dir: where a parse is cached (null: not at all); data.train=/data.test= when the recorded files moved"})
+    data: RunData = run_data()
 
 
 @dataclass
@@ -304,7 +310,7 @@ class Predict(RunDir):
     output: str = about("where the predictions go (a CSV in the submission's format)")
     probabilities: bool = about("add a probability column per class")
     overwrite: bool = about("replace an existing output")
-    data: RunData = field(default_factory=RunData, metadata={"help": "data.cache_dir: where a parse is cached (null: not at all); data.train=/data.test= when the recorded files moved"})
+    data: RunData = run_data()
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
-from src.cli import command, help_or_go_on, refuse_bad_overrides, refuse_missing_run_dir
+from src.cli import check_command_line, command
 from src.errors import UserError
 from src.inputs.submission import sample_path
 from src.kaggle_client import client
@@ -52,7 +52,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    help_or_go_on(sys.argv[1:], "submit", " ".join(__doc__.split("\n\n")[0].split()))
-    refuse_bad_overrides(sys.argv[1:], "submit")
-    refuse_missing_run_dir(sys.argv[1:])
+    check_command_line(sys.argv[1:], "submit", __doc__, run_dir=True)
     main()

@@ -82,7 +82,7 @@ def train_fold(data: FoldData, cfg: DictConfig, place: Placement, fold_dir: Path
     clocked.mark("final_model")
     predictions = predict_fold(final.model, data, cfg)
     clocked.mark("predict")
-    return commit(fold_dir, data, predictions, final, earlier_seconds + clocked.total(), runtime, clocked)
+    return commit(fold_dir, data, predictions, final, earlier_seconds, runtime, clocked)
 
 
 class Phases:
@@ -260,10 +260,10 @@ def predict_fold(model: keras.Model, data: FoldData, cfg: DictConfig) -> FoldPre
     return FoldPredictions(val, val_plain, test)
 
 
-def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: FinalModel, seconds: float,
-           runtime: dict, clocked: Phases | None = None) -> FoldResult:
-    """Write the fold's model and its predictions, then done.json (the fold is complete), and
-    drop its training state."""
+def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: FinalModel, earlier_seconds: float,
+           runtime: dict, clocked: Phases) -> FoldResult:
+    """Write the fold's model and its predictions, then done.json (the fold is complete, its
+    seconds those of earlier processes and this one's phases), and drop its training state."""
     state_dir = fold_dir / rundir.TRAIN_STATE
     best, best_epoch = final.path, final.summary.get("best_epoch", 0)
     accuracy = float(np.mean(predictions.val.argmax(1) == data.y_val))
@@ -272,12 +272,11 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: 
     atomic_write(fold_dir / rundir.PREDICTIONS, lambda tmp: save_arrays(
         tmp, val_index=data.val_index, val_labels=data.y_val, val_probs=predictions.val,
         val_probs_plain=predictions.val_plain, test_probs=predictions.test))
-    if clocked is not None:
-        clocked.mark("commit")
-        seconds += clocked.seconds["commit"]
+    clocked.mark("commit")
+    seconds = earlier_seconds + clocked.total()
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
                                     "best_epoch": best_epoch, **final.summary, "seconds": round(seconds, 1),
-                                    "phases_s": clocked.seconds if clocked else {},
+                                    "phases_s": clocked.seconds,
                                     "precision": runtime["precision"], "runtime": runtime})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
