@@ -56,18 +56,7 @@ def select(asked: str = "auto") -> str:
     os.environ["KERAS_BACKEND"] = chosen
     if chosen == "jax":  # its INFO line on every machine without a TPU: "Unable to initialize backend 'tpu'"
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-        os.environ["XLA_FLAGS"] = cpu_device_flags(os.environ.get("XLA_FLAGS", ""))
     return chosen
-
-
-def cpu_device_flags(flags: str) -> str:
-    """`flags` with XLA's CPU ops single-threaded where they force several host devices and say
-    nothing of it: each device then runs its share of the batch on one core, and the devices'
-    collectives are not left waiting on XLA's Eigen threads (a two-device run on two cores hung
-    in an all-reduce's rendezvous on CI with them)."""
-    if "xla_force_host_platform_device_count" not in flags or "xla_cpu_multi_thread_eigen" in flags:
-        return flags
-    return f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 def require(name: str, what: str) -> None:

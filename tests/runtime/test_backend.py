@@ -61,19 +61,6 @@ def test_select_sets_keras_backend_for_the_children(fresh, monkeypatch):
     assert os.environ["KERAS_BACKEND"] == "jax"
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ("", ""),
-    ("--xla_force_host_platform_device_count=2", "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false"),
-    ("--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=true",
-     "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=true"),  # the user's own choice stays
-])
-def test_forced_host_devices_run_their_ops_on_one_thread_each(fresh, monkeypatch, flags, expected):
-    fresh("jax")
-    monkeypatch.setenv("XLA_FLAGS", flags)
-    backend.select("jax")
-    assert os.environ["XLA_FLAGS"] == expected
-
-
 @pytest.mark.parametrize("hardware, asked, expected", [
     (Hardware.cpu(2, amx=True), "jax", ("jax", "cpu", "none", 1, True, "keras")),
     (Hardware(cores=2, cpu_devices=2), "jax", ("jax", "cpu", "data_parallel", 2, True, "keras")),
