@@ -3,13 +3,18 @@ labelled rows that no run ever trains on, validates on or chooses settings by.
 
     python benchmarks/bench_accuracy.py --train ../shared/data/digits/train.csv.gz      # every row, ~2.5 h
     python benchmarks/bench_accuracy.py --train ... --rows seed_10m,new_10m             # some rows
+    python benchmarks/bench_accuracy.py --data fashion_mnist --train fashion-mnist_train.csv \
+        --test fashion-mnist_test.csv --rows seed_12m,preset_12m --out ~/runs/bench_fashion  # a preset, its labelled test file
 
-A fixed seed picks `--holdout` (10,000) rows of the labelled file as the test set, written with
+With `--test` (a labelled test file, as Fashion-MNIST ships) that file is the test set and every
+training row is trained on. Otherwise a fixed seed picks `--holdout` (10,000) rows of the labelled file as the test set, written with
 their labels as `data.test` / `data.test_labels`; the runs train on the other rows (32,000). Every
 row is `python -m src.cv fold=5 time_limit=...` into `--out/runs/<row>`, timed from process start
 to the written submission and report:
 
     seed_10m, seed_20m   experiment=kfold_cnn (the 2020 recipe), its epochs planned for the limit
+    seed_12m, seed_30m   the same at the budgets of issue 26's targets
+    preset_12m, preset_30m   the preset's own recipe (`--data`, conf/recipe/), no experiment
     new_10m, new_20m, new_60m   the new recipe (--new, default experiment=cnn_cosine_ema)
     pseudo_20m           a 20-min second stage of the new recipe on new_20m's confident test predictions
     swa_20m              the seed recipe with stochastic weight averaging (callbacks=swa)
@@ -38,6 +43,10 @@ import machine as bench_machine  # noqa: E402
 ROWS = {  # name: (recipe, limit, pseudo source row)
     "seed_10m": ("seed", "10m", None),
     "seed_20m": ("seed", "20m", None),
+    "seed_12m": ("seed", "12m", None),
+    "preset_12m": ("preset", "12m", None),
+    "seed_30m": ("seed", "30m", None),
+    "preset_30m": ("preset", "30m", None),
     "new_10m": ("new", "10m", None),
     "new_20m": ("new", "20m", None),
     "new_60m": ("new", "60m", None),
@@ -70,12 +79,15 @@ def machine() -> str:
     return bench_machine.describe(bench_machine.machine(measure=False))
 
 
-def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, extra: tuple[str, ...] = ()) -> dict:
+EXPERIMENTS = {"seed": ["experiment=kfold_cnn"], "swa": ["experiment=kfold_cnn", "callbacks=swa"], "preset": []}
+
+
+def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, data: str = "digit_recognizer",
+            extra: tuple[str, ...] = ()) -> dict:
     recipe, limit, source = ROWS[name]
     run_dir = out / "runs" / name
-    args = [f"data.{k}={v}" for k, v in files.items()] + [
-        f"fold={fold}", f"time_limit={limit}", f"experiment={new if recipe == 'new' else 'kfold_cnn'}",
-        *(["callbacks=swa"] if recipe == "swa" else []), *extra, f"hydra.run.dir={run_dir}"]
+    args = [f"data={data}"] + [f"data.{k}={v}" for k, v in files.items()] + [
+        f"fold={fold}", f"time_limit={limit}", *EXPERIMENTS.get(recipe, [f"experiment={new}"]), *extra, f"hydra.run.dir={run_dir}"]
     if source:
         args.append(f"pseudo.run_dir={out / 'runs' / source}")
     print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
@@ -85,14 +97,16 @@ def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, e
     if proc.returncode != 0:
         sys.exit(f"{name} failed (exit {proc.returncode}); the same command resumes it")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"recipe": {"new": new, "swa": "kfold_cnn + callbacks=swa"}.get(recipe, "kfold_cnn"), "limit": limit, "seconds": round(seconds, 1),
+    named = json.loads((run_dir / "run.json").read_text())["resolved_config"].get("recipe", {}).get("name")
+    return {"recipe": {"new": new, "swa": "kfold_cnn + callbacks=swa", "preset": f"data={data}: {named}"}.get(recipe, "kfold_cnn"),
+            "limit": limit, "seconds": round(seconds, 1),
             "cv_mean": metrics["cv_mean"], "oof_accuracy": metrics["oof_accuracy"],
             "holdout_accuracy": metrics["test_accuracy"], "epochs": metrics.get("time_limit", {}).get("epochs"),
             "pseudo_rows": metrics.get("pseudo", {}).get("rows"), "source": source, "machine": machine()}
 
 
 def table(results: dict) -> str:
-    lines = ["| row | recipe | time_limit | wall | epochs | mean CV | OOF | holdout |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | recipe | time_limit | wall | epochs | mean CV | OOF | held-out or --test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in ROWS:
         r = results.get(name)
         if not r:
@@ -113,6 +127,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path.home() / "runs" / "bench_accuracy")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--new", default="cnn_cosine_ema", help="the experiment measured against kfold_cnn")
+    parser.add_argument("--data", default="digit_recognizer", help="the preset (conf/data/) whose recipe the preset_* rows run")
+    parser.add_argument("--test", type=Path, help="a labelled test file to score on instead of held-out training rows")
     parser.add_argument("--holdout", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--fold", type=int, default=5)
@@ -131,7 +147,8 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         sys.exit(f"unknown row(s) {unknown}: choose from {list(ROWS)}")
-    files = split(args.train.resolve(), args.out.resolve(), args.holdout, args.seed)
+    files = ({"train": args.train.resolve(), "test": args.test.resolve()} if args.test
+             else split(args.train.resolve(), args.out.resolve(), args.holdout, args.seed))
     record = args.out / "results.json"
     results = json.loads(record.read_text()) if record.exists() else {}
     for name in rows:
@@ -140,7 +157,7 @@ def main() -> None:
             sys.exit(f"{name} needs {source} first: add it to --rows")
         if name in results:
             continue
-        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold, extra)
+        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold, args.data, extra)
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(record)

@@ -62,7 +62,7 @@ def fold_costs(run_dir: Path) -> list[dict]:
 
 def run(train: Path, test: Path, out: Path, epochs: int, extra: list[str], warm: bool = True) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=out))  # a fresh run each time: never a finished one
-    common = [f"data.train={train}", f"data.test={test}", "data.test_labels=null", f"data.cache_dir={out / 'cache'}",
+    common = ["recipe=seed", f"data.train={train}", f"data.test={test}", "data.test_labels=null", f"data.cache_dir={out / 'cache'}",
               "fold=2", "jobs=1", "threads=1", "verbose=false", *extra]
     args = [*common, f"epochs={epochs}", f"hydra.run.dir={run_dir}"]
     if warm:  # the parse cache, so that the timed run does not parse
@@ -82,7 +82,7 @@ def whole_runs(train: Path, test: Path, out: Path, peer: Path, folds: int = 4, e
     found = {}
     whole = Path(tempfile.mkdtemp(prefix="whole-", dir=out))
     commands = {
-        "project": [sys.executable, "-m", "src.cv", f"data.train={train}", f"data.test={test}", "data.test_labels=null",
+        "project": [sys.executable, "-m", "src.cv", "recipe=seed", f"data.train={train}", f"data.test={test}", "data.test_labels=null",
                     f"data.cache_dir={out / 'whole_cache'}", f"fold={folds}", f"epochs={epochs}", "verbose=false",
                     f"hydra.run.dir={whole / 'run'}"],
         "notebook": [sys.executable, str(peer), str(data), str(whole / "notebook"), str(folds), str(epochs), str(folds)],

@@ -66,7 +66,7 @@ def main() -> None:
 
             args.train, args.test = project.tiny_csvs(tmp / "data")
             args.fold, args.epochs, args.repeats = 2, 1, 1
-        data = [f"data.train={args.train}", f"data.test={args.test}"] if args.train else ["data=sample"]
+        data = ["recipe=seed", f"data.train={args.train}", f"data.test={args.test}"] if args.train else ["data=sample"]
         common = [*data, f"data.cache_dir={tmp / 'cache'}", f"fold={args.fold}", f"epochs={args.epochs}", "verbose=false",
                   "tensorboard=false"]
         if not args.smoke:

@@ -174,7 +174,7 @@ def main() -> None:
             train, small_test, run = root / "train.csv", root / "small_test.csv", root / "cv_run"
             written(train, rows, labelled=True)
             written(small_test, 100, labelled=False)
-            cv = measured([sys.executable, "-m", "src.cv", f"data.train={train}", f"data.test={small_test}",
+            cv = measured([sys.executable, "-m", "src.cv", "recipe=seed", f"data.train={train}", f"data.test={small_test}",
                            "data.test_labels=null", "fold=2", "epochs=1", "model=softmax", "jobs=1", "tensorboard=false",
                            f"data.cache_dir={root / 'cache3'}", f"hydra.run.dir={run}"],
                           env={"PYTHONPATH": str(REPO)}, stop_after="2 to train here", stop_seconds=args.cv_seconds,

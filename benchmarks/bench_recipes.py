@@ -60,7 +60,7 @@ def main() -> None:
         if key in results:
             continue
         run_dir = out / "recipes" / key
-        cmd = [f"data.train={files['train']}", f"data.test={files['test']}", "data.test_labels=null", "fold=2",
+        cmd = ["recipe=seed", f"data.train={files['train']}", f"data.test={files['test']}", "data.test_labels=null", "fold=2",
                f"time_limit={args.limit}", *VARIANTS[name], *extra, f"hydra.run.dir={run_dir}"]
         print(f"{key}: python -m src.cv {' '.join(cmd)}", flush=True)
         start = time.perf_counter()

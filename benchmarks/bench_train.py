@@ -262,7 +262,7 @@ def whole_run(train: str, test: str, folds: int = 5, epochs: int = 10, extra: tu
     with tempfile.TemporaryDirectory(prefix="bench_whole_") as tmp:
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "src.cv", f"fold={folds}", f"epochs={epochs}", f"data.train={train}",
+        proc = subprocess.run([sys.executable, "-m", "src.cv", "recipe=seed", f"fold={folds}", f"epochs={epochs}", f"data.train={train}",
                                f"data.test={test}", f"hydra.run.dir={run_dir}", *extra], cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         seconds = time.perf_counter() - start

@@ -47,7 +47,7 @@ check() {  # check NAME TRAIN TEST FOLD EPOCHS [OVERRIDES...]: one timed run and
     local begin
     begin=$(date +%s.%N)
     set +e
-    "$PY" -m src.cv backend=jax "data.train=$train" "data.test=$test" data.test_labels=null "fold=$fold" \
+    "$PY" -m src.cv backend=jax recipe=seed "data.train=$train" "data.test=$test" data.test_labels=null "fold=$fold" \
         "epochs=$epochs" tensorboard=false verbose=false "data.cache_dir=$RUNS/cache" "hydra.run.dir=$RUNS/$name" "$@" \
         >"$OUT/$name.log" 2>&1
     local status=$?

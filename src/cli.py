@@ -7,9 +7,10 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
@@ -55,11 +56,54 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     """conf/`config_name`.yaml with `overrides`, composed and checked as the command would compose
     it (schemas, resolvers, unknown keys refused): for benchmarks, tests and notebooks, which run
     the stages without a command's Hydra run."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
+    if config_name == "config":
+        overrides = recipe_for_files(overrides)
+    cfg = _compose(list(overrides), config_name)
     if checked:
         check_keys(cfg)
     return cfg
+
+
+FILE_KEYS = {"data.train", "data.dir"}  # a competition given by its files' path
+CHOSEN = {"recipe", "experiment", "model"}  # a recipe, or a part of one, the user chose
+
+
+def recipe_for_files(overrides: Sequence[str]) -> list[str]:
+    """`overrides` with the recipe their competition gets, where they choose none (no recipe=,
+    experiment= or model=): the preset's `data.recipe` for `data=PRESET`, the generic recipe for
+    files given by path (`data.train=` or `data.dir=`) with no preset: the default preset's seed
+    recipe was chosen for digits, the generic one across competitions (docs/recipes.md)."""
+    keys = {_key(o) for o in overrides if not o.startswith("-")}
+    if keys & CHOSEN:
+        return list(overrides)
+    preset = [o for o in overrides if _key(o) == "data"]
+    if preset:
+        name = _compose(preset).data.get("recipe", "seed")
+    else:
+        name = "generic" if keys & FILE_KEYS else "seed"
+    return list(overrides) if name == "seed" else [*overrides, f"recipe={name}"]
+
+
+def preset_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the overrides that choose the competition's preset and the recipe it brings, what a
+    command's given keys are measured from; the overrides the user gave): `data=`, and the
+    `recipe=` that recipe_for_files adds, which is no choice of the user's."""
+    others = [o for o in overrides if _key(o) != "recipe"]
+    auto = recipe_for_files(others)[len(others):]
+    base = [o for o in others if _key(o) == "data"] + auto
+    return base, others + [o for o in overrides if _key(o) == "recipe" and o not in auto]
+
+
+def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """conf/ composed with `overrides`: inside a command's Hydra run with its search path, else from CONF."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def check_command_line(argv: list[str], config_name: str, doc: str, run_dir: bool = False) -> None:
@@ -147,7 +191,9 @@ def refuse_bad_overrides(argv: list[str], config_name: str = "config") -> None:
     except MissingConfigException as e:
         sys.exit(f"error: {_missing_option(parsed, e)}")
     except HydraException as e:
-        sys.exit(f"error: {_unknown_key(parsed, config_name, e)}")
+        generic = config_name == "config" and len(recipe_for_files(given)) > len(given)
+        sys.exit(f"error: {_unknown_key(parsed, config_name, e)}"
+                 + (" (files given by path get recipe=generic: add recipe=seed for the seed recipe and its keys)" if generic else ""))
 
 
 def _missing_option(parsed, e: Exception) -> str:
@@ -168,8 +214,8 @@ def _unknown_key(parsed, config_name: str, e: Exception) -> str:
     groups = [o.input_line for o in parsed if (CONF / o.key_or_group).is_dir()]
     try:
         keys = _keys(OmegaConf.to_container(compose_config(groups, config_name, checked=False), resolve=False))
-    except HydraException:
-        keys = []
+    except HydraException as clash:  # e.g. recipe=generic sets model.dropout, which model=softmax has not
+        return f"{_one_line(clash)}: {' '.join(groups)} do not fit together (drop one, or choose recipe=seed)"
     for o in parsed:
         if (CONF / o.key_or_group).is_dir() or o.key_or_group in keys:
             continue

@@ -32,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import recipe, rundir
-from src.cli import check_command_line, command
+from src.cli import check_command_line, command, preset_overrides, recipe_for_files
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
 from src.runtime import backend
@@ -108,12 +108,14 @@ def with_recipe(cfg: DictConfig, hc, run_dir: Path) -> DictConfig:
     if not (run_dir / rundir.RUN).exists():
         return cfg
     record = rundir.read_record(run_dir)
-    defaults = hydra.compose(config_name=hc.job.config_name, overrides=[])
+    base, given = preset_overrides(list(hc.overrides.task))
+    defaults = hydra.compose(config_name=hc.job.config_name, overrides=base)
     mine = OmegaConf.to_container(cfg, resolve=True)
     dirs = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
     allowed = recipe.conf_targets(dirs) | {t for _, t in recipe.targets(mine)}
     recipe.check_targets(record["resolved_config"], allowed, f"{run_dir / rundir.RUN}: ")
-    return recipe.recorded(cfg, record, recipe.given_keys(cfg, defaults, hc.overrides.task))
+    before = hydra.compose(config_name=hc.job.config_name, overrides=[o for o in base if not o.startswith("recipe=")])
+    return recipe.recorded(cfg, record, recipe.given_keys(cfg, defaults, given), before)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -145,4 +147,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     check_command_line(sys.argv[1:], "config", __doc__)
+    sys.argv[1:] = recipe_for_files(sys.argv[1:])
     main()

@@ -46,19 +46,24 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def recorded(cfg: DictConfig, record: dict, given: set[str]) -> DictConfig:
+def recorded(cfg: DictConfig, record: dict, given: set[str], before: DictConfig | None = None) -> DictConfig:
     """The config a command on a run dir with run.json `record` runs: the recorded one, its
     interpolations inert, with the volatile and the given keys from `cfg`, and keys newer than
-    the record at their LATER_KEYS value (else `cfg`'s)."""
+    the record at their LATER_KEYS value, else the value `before` has (conf/ as it composed for
+    runs recorded before recipes: recipe=seed; `cfg` when not given), else left out: a key that
+    only today's recipe adds (a cosine schedule's warm-up on a run that recorded another
+    schedule) is not the recorded run's."""
     now = OmegaConf.to_container(cfg, resolve=True)
     flat_now = rundir.flatten(now)
+    flat_before = flat_now if before is None else rundir.flatten(OmegaConf.to_container(before, resolve=True))
     tree = _inert(_upgraded(record["resolved_config"], flat_now.keys()))
     flat_then = rundir.flatten(tree)
     for key, value in flat_now.items():
         if key in given or rundir.is_volatile(key):
             rundir.put(tree, key, value)
         elif key not in flat_then and not _under_leaf(tree, key):
-            rundir.put(tree, key, rundir.LATER_KEYS.get(key, value))
+            if key in rundir.LATER_KEYS or key in flat_before:
+                rundir.put(tree, key, rundir.LATER_KEYS.get(key, flat_before.get(key)))
     for key, node in now.items():  # an empty node (callbacks: {}) is kept
         tree.setdefault(key, node)
     return OmegaConf.create(tree)

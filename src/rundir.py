@@ -98,6 +98,7 @@ VOLATILE = (
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)
     "data.dir", "data.kaggle",
+    "data.recipe",  # which recipe the preset suggests: the recipe's own keys are compared
 )
 # Keys added to the config after run dirs were written, with the value that does what the code did
 # before them: a run dir recorded without the key matches a config that holds it at this value.
@@ -111,6 +112,9 @@ LATER_KEYS = {
     "data.flip": False,
     "augment.crop": 0,
     "augment.erasing": 0.0,
+    "augment.ramp": 0.0,
+    "recipe.name": None,
+    "recipe.why": "recorded before recipes were named",
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "hydra-core", "joblib")
 

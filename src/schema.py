@@ -45,6 +45,7 @@ class Data:
     flip: bool
     batch_size: int
     cache_dir: Optional[str]
+    recipe: str
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Augment(Affine):
     flip: bool
     crop: int = 0
     erasing: float = 0.0
+    ramp: float = 0.0
 
 
 @dataclass
@@ -208,6 +210,14 @@ class Pseudo:
 
 
 @dataclass
+class Recipe:
+    """Which recipe (conf/recipe/) composed the run's model and training, and why: the report says it."""
+
+    name: Optional[str]
+    why: str
+
+
+@dataclass
 class CvExtra:
     """Top-level keys that only a choice adds: the schema cannot hold them without adding them."""
 
@@ -230,6 +240,7 @@ class Cv:
     optimizer: Optimizer = about("a keras.optimizers class by `_target_` and its arguments (--help optimizer)")
     schedule: Any = about("the learning-rate schedule by `_target_` (--help schedule)")
     callbacks: Dict[str, Any] = about("optional Keras callbacks by `_target_`, e.g. callbacks=swa (--help callbacks)")
+    recipe: Recipe = about("the competition's recipe: its preset's, or generic for files given by path (--help recipe)")
     strategy: Strategy = about("where the folds train: auto, default, mirrored, multi_worker, tpu (--help strategy)")
     fold: int = about("number of folds; 1 = one holdout split of val_fraction")
     split: str = about("kfold or stratified")

@@ -43,9 +43,11 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def tiny_overrides(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
-    """Overrides for a quick real run: 2 folds, 1 epoch, batch 32, on the tiny CSVs, one fold after
-    another in this process (tests of fold jobs set jobs=2)."""
+    """Overrides for a quick real run of the seed recipe: 2 folds, 1 epoch, batch 32, on the tiny
+    CSVs, one fold after another in this process (tests of fold jobs set jobs=2). Files given by
+    path get the generic recipe unless one is named: the shared finished run has it."""
     return [
+        "recipe=seed",
         f"data.train={tiny['train']}",
         f"data.test={tiny['test']}",
         f"data.test_labels={tiny['test_labels']}",
@@ -88,7 +90,7 @@ def run_old_cv(code_dir: Path, args: list[str], prelude: str = "") -> subprocess
 
 @pytest.fixture(scope="session")
 def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
-    """One finished default run on the tiny data (2 folds × 2 epochs), logged to MLflow in
+    """One finished run on the tiny data given by path (the generic recipe, 2 folds × 2 epochs), logged to MLflow in
     `run_dir/../mlruns`, shared by the tests that only read a run (copy it before changing it).
     Made once per test session: the first pytest-xdist worker to need it trains it, the others wait."""
     shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
@@ -98,7 +100,8 @@ def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
         if not (run_dir / "metrics.json").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
-            run_cv(tiny_overrides(tiny, root) + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
+            by_path = [a for a in tiny_overrides(tiny, root) if a != "recipe=seed"]  # the generic recipe
+            run_cv(by_path + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
                                                  f"hydra.run.dir={run_dir}"])
     return run_dir
 

@@ -130,3 +130,46 @@ def test_shipped_launcher_configs_compose(launcher, target):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+SEED_KEYS = ("model", "augment", "optimizer", "schedule", "batch_size", "epochs", "fold", "loss", "label_smoothing", "callbacks")
+
+
+def _recipe_of(cfg) -> dict:
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree["augment"].pop("flip")  # the preset's suggestion, not the recipe's
+    return {k: tree[k] for k in SEED_KEYS}
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_preset_brings_a_named_recipe_and_the_seed_recipe_stays_one_experiment_away(data):
+    cfg = compose_config([f"data={data}"])
+    assert cfg.recipe.name == cfg.data.recipe and cfg.recipe.why
+    seed = compose_config([f"data={data}", "experiment=kfold_cnn"])
+    assert _recipe_of(seed) == _recipe_of(compose_config([f"data={data}", "recipe=seed"]))
+    assert seed.recipe.name == "kfold_cnn"
+
+
+def test_the_seed_recipe_is_the_defaults_of_config_yaml():
+    assert _recipe_of(compose_config(["recipe=seed"])) == _recipe_of(compose_config([]))
+
+
+def test_files_given_by_path_get_the_generic_recipe_unless_a_preset_recipe_or_experiment_is_chosen():
+    assert compose_config(["data.train=a.csv"]).recipe.name == "generic"
+    assert compose_config(["data.dir=somewhere"]).recipe.name == "generic"
+    assert compose_config(["data.train=a.csv", "data=fashion_mnist"]).recipe.name == compose_config(["data=fashion_mnist"]).recipe.name
+    assert compose_config(["data.train=a.csv", "recipe=seed"]).recipe.name == "seed"
+    assert compose_config(["data.train=a.csv", "experiment=cnn_cosine_ema"]).recipe.name == "cnn_cosine_ema"
+    assert compose_config(["data.test=b.csv"]).recipe.name == "seed"  # the default competition's own train file
+    assert compose_config(["data.train=a.csv", "model=softmax"]).recipe.name == "seed"  # a model of one's own: as before
+
+
+def test_the_given_keys_of_a_command_on_files_by_path_are_measured_from_the_generic_recipe():
+    from src.cli import preset_overrides
+
+    given = ["data.train=a.csv", "epochs=3", "recipe=generic"]
+    assert preset_overrides(given) == (["recipe=generic"], ["data.train=a.csv", "epochs=3"])
+    assert preset_overrides(["data=fashion_mnist", "recipe=generic"]) == (["data=fashion_mnist", "recipe=generic"], ["data=fashion_mnist"])
+    assert preset_overrides(["data=fashion_mnist", "recipe=seed"]) == (["data=fashion_mnist", "recipe=generic"],
+                                                                       ["data=fashion_mnist", "recipe=seed"])
+    assert preset_overrides(["data=digits", "epochs=3"]) == (["data=digits"], ["data=digits", "epochs=3"])

@@ -23,7 +23,7 @@ import pytest
 from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, run_old_cv, snapshot, tiny_overrides
 
 LEGACY = Path(__file__).parent / "legacy"
-WRITTEN = ("53efd56", "b43fd07", "d8945dd", "bea3d63", "aca87b2")  # the archives' commits, oldest first: list a new one here
+WRITTEN = ("53efd56", "b43fd07", "d8945dd", "bea3d63", "aca87b2", "eb64d63")  # the archives' commits, oldest first: list a new one here
 # The suite's time: the oldest and the newest run by default, those between under -m slow.
 ARCHIVES = [LEGACY / f"{c}.tar.gz" if c in (WRITTEN[0], WRITTEN[-1]) else pytest.param(LEGACY / f"{c}.tar.gz", marks=pytest.mark.slow)
             for c in WRITTEN]
@@ -39,7 +39,8 @@ def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(a
     with tarfile.open(archive) as tar:
         tar.extractall(code_dir, filter="data")
     run_dir = tmp_path / "run"
-    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", f"hydra.run.dir={run_dir}"]
+    # the files by path and no recipe named, as before recipes: today's code would give them the generic recipe
+    args = [a for a in tiny_overrides(tiny, tmp_path) if a != "recipe=seed"] + ["epochs=2", f"hydra.run.dir={run_dir}"]
     knows_jobs = "\njobs:" in (code_dir / "conf" / "config.yaml").read_text()
     old_args = args if knows_jobs else [a for a in args if not a.startswith("jobs=")]  # jobs=1: the kill prelude is in-process
     old = run_old_cv(code_dir, old_args, KILL_MID_EPOCH.format(fold=1, epoch=2, batch=2))
@@ -54,19 +55,21 @@ def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(a
     assert snapshot(run_dir / "fold_0") == fold0
 
     # src.ensemble rebuilds the same results; an older run.json has no SHA-256 of the test labels,
-    # so they are read only when given by path
+    # so they are read only when given by path (a newer one reads them by their recorded path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    hashed = "test_labels" in json.loads((run_dir / "run.json").read_text()).get("files", {})  # newer records have it
     for given in ([], [f"data.test_labels={tiny['test_labels']}"]):
         (run_dir / "metrics.json").unlink()
         proc = subprocess.run([sys.executable, "-m", "src.ensemble", f"run_dir={run_dir}", *given], cwd=REPO,
                               capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         rebuilt = json.loads((run_dir / "metrics.json").read_text())
-        assert rebuilt == (metrics if given else {k: v for k, v in metrics.items() if k != "test_accuracy"})
-    assert "give data.test_labels=PATH for the test accuracy" in (run_dir / "ensemble.log").read_text()
+        assert rebuilt == (metrics if given or hashed else {k: v for k, v in metrics.items() if k != "test_accuracy"})
+    assert hashed or "give data.test_labels=PATH for the test accuracy" in (run_dir / "ensemble.log").read_text()
     proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
                           text=True, env=env, timeout=300)  # its data files are unchanged: read by their recorded paths
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Recipe: **not named**: recorded before recipes were named." in (run_dir / "report.md").read_text()
 
     from src.results.blend import blend
     from src.serving.app import export_dir, load_export

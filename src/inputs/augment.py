@@ -32,6 +32,14 @@ def shift_crop(images, u_cols, u_rows, pad: int):
                                       interpolation="nearest", fill_mode="constant", fill_value=0.0)
 
 
+def ramped(plain, augmented, u, epoch, ramp: float):
+    """Each image of `augmented` with probability min(1, epoch / ramp), else its `plain` self:
+    augmentation grows in over the first `ramp` epochs, so a short run, which underfits, trains
+    mostly on plain images and a long one on augmented ones. `u` (N,) uniform in [0, 1)."""
+    share = ops.minimum(1.0, ops.cast(epoch, "float32") / ramp)
+    return ops.where(ops.reshape(u < share, (-1, 1, 1, 1)), augmented, plain)
+
+
 ERASE_AREA = (0.02, 0.4)  # the erased share of the image (Zhong et al. 2020, "Random Erasing")
 ERASE_RATIO = (0.3, 1 / 0.3)  # its height / width
 

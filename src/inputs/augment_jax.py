@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from keras import ops
 from omegaconf import DictConfig
 
-from src.inputs.augment import inverse_affine, random_erase, shift_crop
+from src.inputs.augment import inverse_affine, ramped, random_erase, shift_crop
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Ranges:
     flip: bool = False
     crop: int = 0  # pixels of zero padding to crop from; 0 = none
     erasing: float = 0.0  # probability of random erasing; 0 = none
+    ramp: float = 0.0  # epochs over which augmentation grows in (src.inputs.augment.ramped); 0 = none
 
     @classmethod
     def of(cls, cfg: DictConfig | None, affine_only: bool = False) -> Ranges:
@@ -39,7 +40,8 @@ class Ranges:
         warp = 0.0 if affine_only else float(cfg.get("elastic", 0.0))
         return cls(True, float(cfg.rotation), float(cfg.zoom), float(cfg.width_shift), float(cfg.height_shift),
                    warp, float(cfg.get("elastic_sigma", 4.0)), bool(cfg.get("flip", False)) and not affine_only,
-                   0 if affine_only else int(cfg.get("crop", 0)), 0.0 if affine_only else float(cfg.get("erasing", 0.0)))
+                   0 if affine_only else int(cfg.get("crop", 0)), 0.0 if affine_only else float(cfg.get("erasing", 0.0)),
+                   0.0 if affine_only else float(cfg.get("ramp", 0.0)))
 
 
 def augmenter(ranges: Ranges, out_sharding=None) -> Callable:
@@ -52,6 +54,7 @@ def augmenter(ranges: Ranges, out_sharding=None) -> Callable:
             return x
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), a), b)
         k_affine, k_warp, k_flip, k_crop, k_erase, k_noise = jax.random.split(key, 6)
+        plain = x
         x = random_affine(x, ranges, k_affine)
         if ranges.elastic:
             x = elastic(x, ranges.elastic, ranges.elastic_sigma, k_warp)
@@ -63,6 +66,8 @@ def augmenter(ranges: Ranges, out_sharding=None) -> Callable:
         if ranges.erasing:
             noise = jax.random.uniform(k_noise, x.shape, minval=0.0, maxval=255.0)
             x = random_erase(x, jax.random.uniform(k_erase, (x.shape[0], 5)), noise, ranges.erasing)
+        if ranges.ramp:  # its key folded in apart: the other draws stay those of runs without a ramp
+            x = ramped(plain, x, jax.random.uniform(jax.random.fold_in(key, 7), (x.shape[0],)), a, ranges.ramp)
         return x
 
     return jax.jit(run, out_shardings=out_sharding)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
+from src.inputs.augment import ramped
 from src.inputs.augment_tf import elastic, random_affine, random_crop, random_erasing, random_flip
 from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
@@ -45,11 +46,13 @@ def train_dataset(
     # resolved here, not in the traced function: AutoGraph would try to convert OmegaConf's resolvers
     warp, flip = float(cfg.get("elastic", 0.0)), bool(cfg.get("flip", False))
     crop, erasing = int(cfg.get("crop", 0)), float(cfg.get("erasing", 0.0))
+    ramp = float(cfg.get("ramp", 0.0))
 
     def prepare(epoch, i, idx):
         batch = tf.cast(tf.gather(images, idx), tf.float32)
         if cfg.enabled:
             batch_key = tf.random.experimental.stateless_fold_in(key(epoch), i)
+            plain = batch
             batch = random_affine(batch, cfg, batch_key)
             if warp:
                 batch = elastic(batch, warp, cfg.elastic_sigma, tf.random.experimental.stateless_fold_in(batch_key, 1))
@@ -59,6 +62,9 @@ def train_dataset(
                 batch = random_crop(batch, crop, tf.random.experimental.stateless_fold_in(batch_key, 3))
             if erasing:
                 batch = random_erasing(batch, erasing, tf.random.experimental.stateless_fold_in(batch_key, 4))
+            if ramp:
+                u = tf.random.stateless_uniform([tf.shape(batch)[0]], tf.random.experimental.stateless_fold_in(batch_key, 5))
+                batch = ramped(plain, batch, u, epoch, ramp)
         return batch, tf.one_hot(tf.gather(labels, idx), num_classes)
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)

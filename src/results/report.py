@@ -52,7 +52,7 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         [f"true {names[truth[i]]} → {names[predicted[i]]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
-    lines = ["# Run report", "", f"Run dir: `{run_dir}`", "",
+    lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
@@ -69,3 +69,23 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
     report = run_dir / rundir.REPORT
     atomic_write(report, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return report
+
+
+AUGMENTS = (("rotation", "rotation ±{}°"), ("zoom", "zoom ±{}"), ("width_shift", "shift ±{}"), ("elastic", "elastic {} px"),
+            ("flip", "flips"), ("crop", "crop from {} px padding"), ("erasing", "erasing p={}"))
+
+
+def recipe_lines(record: dict) -> list[str]:
+    """What trained the run: its recipe's name and why it was chosen (conf/recipe/), and the
+    settings that matter most, from run.json's recorded config."""
+    cfg = record.get("resolved_config", {})
+    named = cfg.get("recipe") or {"name": None, "why": "recorded before recipes were named"}
+    model = cfg.get("model", {})
+    aug = cfg.get("augment", {})
+    shown = [text.format(aug[key]) for key, text in AUGMENTS if aug.get("enabled", True) and aug.get(key)]
+    knobs = ", ".join(f"{k} {v}" for k, v in model.items() if not k.startswith("_") and not isinstance(v, (dict, list)))
+    epochs = f"epochs for time_limit={cfg['time_limit']} (plan.json)" if cfg.get("time_limit") else f"{cfg.get('epochs', '?')} epochs"
+    return [f"Recipe: **{named['name'] or 'not named'}**: {named['why']}.",
+            f"Model `{model.get('_target_', '?')}` ({knobs or 'its defaults'}), batch {cfg.get('batch_size', '?')}, "
+            f"{epochs}, schedule `{str(cfg.get('schedule', {}).get('_target_', '?')).rsplit('.', 1)[-1]}`, "
+            f"learning rate {cfg.get('optimizer', {}).get('learning_rate', '?')}; augmentation: {', '.join(shown) or 'none'}."]

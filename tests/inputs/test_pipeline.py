@@ -132,3 +132,19 @@ def test_crop_and_erasing_run_in_the_training_pipeline(digits):
     cfg = compose_config(["augment.crop=2", "augment.erasing=0.5"]).augment
     batch, labels = next(iter(pipeline.train_dataset(x, y, cfg, 32, 10, 0)))
     assert batch.shape == (32, 28, 28, 1) and float(tf.reduce_max(batch)) <= 255.0 and labels.shape == (32, 10)
+
+
+def test_a_ramp_grows_augmentation_in_from_plain_images_over_its_epochs(digits):
+    """augment.ramp=4: epoch 0 trains on plain images, epoch 2 on about half augmented, epoch 4
+    on all; each epoch's batches stay those of its (seed, epoch, batch) draw."""
+    x, y = digits
+    cfg = compose_config(["augment.ramp=4"]).augment
+    plain = {tuple(img.ravel()) for img in x.astype(np.float32)}
+    batches = iter(pipeline.train_dataset(x, y, cfg, 200, 10, 0))  # one batch of all 200 rows per epoch
+    share = []
+    for epoch in range(5):
+        batch = next(batches)[0].numpy()
+        share.append(np.mean([tuple(img.ravel()) not in plain for img in batch]))
+    assert share[0] == 0 and 0.3 < share[2] < 0.7 and share[4] > 0.95, share
+    again = iter(pipeline.train_dataset(x, y, cfg, 200, 10, 0, start_epoch=2))
+    np.testing.assert_array_equal(next(again)[0].numpy(), next(iter(pipeline.train_dataset(x, y, cfg, 200, 10, 0).skip(2)))[0].numpy())

@@ -23,6 +23,7 @@ def test_every_run_writes_its_report_and_src_report_rebuilds_it(finished_run, tm
     report = (run_dir / "report.md").read_text()
     assert all(f"({name}.png)" in report for name in PICTURES)
     assert "| 0 |" in report and "| 1 |" in report and "Mean CV accuracy" in report
+    assert "Recipe: **generic**: " in report and "Model `src.models." in report and ", batch 32, 2 epochs," in report
 
     for name in PICTURES:
         (run_dir / f"{name}.png").unlink()

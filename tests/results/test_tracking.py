@@ -42,7 +42,8 @@ def test_mlflow_records_params_fold_metrics_and_the_submission(finished_run):
     client = MlflowClient(tracking_uri=record["tracking_uri"])
     run = client.get_run(record["run_id"])
     metrics = json.loads((finished_run / "metrics.json").read_text())
-    assert run.data.params["fold"] == "2" and run.data.params["model.dropout"] == "0.4"
+    assert run.data.params["fold"] == "2" and run.data.params["model.dropout"] == "0.1"  # the generic recipe
+    assert run.data.params["recipe.name"] == "generic"
     assert run.data.metrics["cv_mean"] == pytest.approx(metrics["cv_mean"])
     assert run.data.metrics["oof_accuracy"] == pytest.approx(metrics["oof_accuracy"])
     per_fold = client.get_metric_history(run.info.run_id, "fold_accuracy")
