@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import check_run_dir, run_cv, tiny_overrides
@@ -35,6 +36,7 @@ def test_full_run_writes_consistent_results(tiny, tmp_path):
     assert after == before
 
 
+@pytest.mark.slow  # 40 s; tf.distribute's replicas are the GPU route, which no CI machine has
 def test_mirrored_strategy_over_two_logical_cpus(tiny, tmp_path):
     prelude = (
         "import tensorflow as tf\n"
