@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import rundir
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver conf/data/ uses)
-from src.schema import check_keys  # also registers the configs' schemas before Hydra composes
+from src.schema import check_keys, override_key  # also registers the configs' schemas before Hydra composes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,10 +73,10 @@ def recipe_for_files(overrides: Sequence[str]) -> list[str]:
     experiment= or model=): the preset's `data.recipe` for `data=PRESET`, the generic recipe for
     files given by path (`data.train=` or `data.dir=`) with no preset: the default preset's seed
     recipe was chosen for digits, the generic one across competitions (docs/recipes.md)."""
-    keys = {_key(o) for o in overrides if not o.startswith("-")}
+    keys = {override_key(o) for o in overrides if not o.startswith("-")}
     if keys & CHOSEN:
         return list(overrides)
-    preset = [o for o in overrides if _key(o) == "data"]
+    preset = [o for o in overrides if override_key(o) == "data"]
     if preset:
         name = _compose(preset).data.get("recipe", "seed")
     else:
@@ -88,10 +88,10 @@ def preset_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the overrides that choose the competition's preset and the recipe it brings, what a
     command's given keys are measured from; the overrides the user gave): `data=`, and the
     `recipe=` that recipe_for_files adds, which is no choice of the user's."""
-    others = [o for o in overrides if _key(o) != "recipe"]
+    others = [o for o in overrides if override_key(o) != "recipe"]
     auto = recipe_for_files(others)[len(others):]
-    base = [o for o in others if _key(o) == "data"] + auto
-    return base, others + [o for o in overrides if _key(o) == "recipe" and o not in auto]
+    base = [o for o in others if override_key(o) == "data"] + auto
+    return base, others + [o for o in overrides if override_key(o) == "recipe" and o not in auto]
 
 
 def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
@@ -100,10 +100,6 @@ def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def check_command_line(argv: list[str], config_name: str, doc: str, run_dir: bool = False) -> None:

@@ -36,6 +36,7 @@ from src.cli import check_command_line, command, preset_overrides, recipe_for_fi
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
 from src.runtime import backend
+from src.schema import override_key
 from src.training.fold_job import REGROUP_EXIT, Regroup, quiet_fold_job
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ def run_dir_of(hc) -> Path:
     if hc.mode != RunMode.MULTIRUN:
         return own
     task = list(hc.overrides.task)
-    if not any(recipe.override_key(o) == "fold_index" for o in task):
+    if not any(override_key(o) == "fold_index" for o in task):
         return own
-    rest = sorted(o for o in task if recipe.override_key(o) != "fold_index")
+    rest = sorted(o for o in task if override_key(o) != "fold_index")
     if not rest:
         return Path(hc.sweep.dir)
     return Path(hc.sweep.dir) / safe_name(",".join(rest))
@@ -89,8 +90,8 @@ def parallel_jobs_of(hc) -> int:
 def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
     """`(k, threads) -> argv`: this run's own command line, narrowed to fold k in `run_dir`."""
     own = {"fold_index", "jobs", "threads", "verbose"}
-    task = [o for o in hc.overrides.task if recipe.override_key(o) not in own]
-    hydra_overrides = [o for o in hc.overrides.hydra if recipe.override_key(o) not in {"hydra.run.dir", "hydra.output_subdir", "hydra.mode"}]
+    task = [o for o in hc.overrides.task if override_key(o) not in own]
+    hydra_overrides = [o for o in hc.overrides.hydra if override_key(o) not in {"hydra.run.dir", "hydra.output_subdir", "hydra.mode"}]
     sources = [f"--config-dir={s.path}" for s in hc.runtime.config_sources if s.provider == "command-line"]
     name = [f"--config-name={hc.job.config_name}"] if hc.job.config_name != "config" else []
 
@@ -129,7 +130,7 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
         cfg = with_recipe(cfg, hc, run_dir)
-        epochs_given = any(recipe.override_key(o) == "epochs" for o in hc.overrides.task)
+        epochs_given = any(override_key(o) == "epochs" for o in hc.overrides.task)
         ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
     except UserError:
         if fresh and rundir.holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace

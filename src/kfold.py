@@ -176,8 +176,7 @@ def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: P
         log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
                  len(inputs.pseudo.index), inputs.pseudo.record["threshold"], cfg.pseudo.run_dir)
     if not in_fold_job():
-        named = cfg.get("recipe") or {}
-        log.info("recipe %s: %s", named.get("name") or "not named", named.get("why") or "recorded before recipes were named")
+        log.info("recipe %s: %s", cfg.recipe.name or "not named", cfg.recipe.why)  # a run dir from before: LATER_KEYS
     log.info("%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s); %s%s",
              len(inputs.folds), len(todo), todo, cfg.epochs, cfg.batch_size, cfg.batch_size // replicas, replicas,
              strategy_mod.strategy_name(place.strategy), rt.summary(),

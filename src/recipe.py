@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import rundir
 from src.errors import UserError
+from src.schema import override_key
 
 # Where buildable parts live: every public function of src.models.builders, the optimizers and
 # schedules of Keras (classes only), and this project's schedules.
@@ -39,11 +40,6 @@ def given_keys(cfg: DictConfig, defaults: DictConfig, overrides: Iterable[str]) 
     named = {override_key(o) for o in overrides}
     given = {k for k in now if k in named or any(k.startswith(n + ".") for n in named)}
     return given | {k for k in now.keys() | before.keys() if now.get(k, "<unset>") != before.get(k, "<unset>")}
-
-
-def override_key(override: str) -> str:
-    """The dotted key (or group) a command-line override names: `+model.width=8` -> `model.width`."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def recorded(cfg: DictConfig, record: dict, given: set[str], before: DictConfig | None = None) -> DictConfig:

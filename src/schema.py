@@ -224,6 +224,11 @@ class CvExtra:
     logger: Optional[Logger]
 
 
+def override_key(override: str) -> str:
+    """The dotted key (or group) a command-line override names: `+model.width=8` -> `model.width`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def about(text: str) -> Any:
     """A required field with its one-line description (what `python -m src.cv --help` prints)."""
     return field(metadata={"help": text})

@@ -79,7 +79,7 @@ def recipe_lines(record: dict) -> list[str]:
     """What trained the run: its recipe's name and why it was chosen (conf/recipe/), and the
     settings that matter most, from run.json's recorded config."""
     cfg = record.get("resolved_config", {})
-    named = cfg.get("recipe") or {"name": None, "why": "recorded before recipes were named"}
+    named = cfg.get("recipe") or {"name": None, "why": rundir.LATER_KEYS["recipe.why"]}
     model = cfg.get("model", {})
     aug = cfg.get("augment", {})
     shown = [text.format(aug[key]) for key, text in AUGMENTS if aug.get("enabled", True) and aug.get(key)]
