@@ -15,6 +15,7 @@ to the written submission and report:
     seed_10m, seed_20m   experiment=kfold_cnn (the 2020 recipe), its epochs planned for the limit
     seed_12m, seed_30m   the same at the budgets of issue 26's targets
     preset_12m, preset_30m   the preset's own recipe (`--data`, conf/recipe/), no experiment
+    recipe_12m, recipe_30m   a named recipe (`--recipe`, default generic) on the preset's data
     new_10m, new_20m, new_60m   the new recipe (--new, default experiment=cnn_cosine_ema)
     pseudo_20m           a 20-min second stage of the new recipe on new_20m's confident test predictions
     swa_20m              the seed recipe with stochastic weight averaging (callbacks=swa)
@@ -47,6 +48,8 @@ ROWS = {  # name: (recipe, limit, pseudo source row)
     "preset_12m": ("preset", "12m", None),
     "seed_30m": ("seed", "30m", None),
     "preset_30m": ("preset", "30m", None),
+    "recipe_12m": ("recipe", "12m", None),
+    "recipe_30m": ("recipe", "30m", None),
     "new_10m": ("new", "10m", None),
     "new_20m": ("new", "20m", None),
     "new_60m": ("new", "60m", None),
@@ -83,11 +86,12 @@ EXPERIMENTS = {"seed": ["experiment=kfold_cnn"], "swa": ["experiment=kfold_cnn",
 
 
 def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, data: str = "digit_recognizer",
-            extra: tuple[str, ...] = ()) -> dict:
+            extra: tuple[str, ...] = (), named_recipe: str = "generic") -> dict:
     recipe, limit, source = ROWS[name]
     run_dir = out / "runs" / name
+    chosen = {**EXPERIMENTS, "recipe": [f"recipe={named_recipe}"]}.get(recipe, [f"experiment={new}"])
     args = [f"data={data}"] + [f"data.{k}={v}" for k, v in files.items()] + [
-        f"fold={fold}", f"time_limit={limit}", *EXPERIMENTS.get(recipe, [f"experiment={new}"]), *extra, f"hydra.run.dir={run_dir}"]
+        f"fold={fold}", f"time_limit={limit}", *chosen, *extra, f"hydra.run.dir={run_dir}"]
     if source:
         args.append(f"pseudo.run_dir={out / 'runs' / source}")
     print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
@@ -98,7 +102,8 @@ def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, d
         sys.exit(f"{name} failed (exit {proc.returncode}); the same command resumes it")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     named = json.loads((run_dir / "run.json").read_text())["resolved_config"].get("recipe", {}).get("name")
-    return {"recipe": {"new": new, "swa": "kfold_cnn + callbacks=swa", "preset": f"data={data}: {named}"}.get(recipe, "kfold_cnn"),
+    described = {"new": new, "swa": "kfold_cnn + callbacks=swa", "preset": f"data={data}: {named}", "recipe": f"recipe={named}"}
+    return {"recipe": described.get(recipe, "kfold_cnn"),
             "limit": limit, "seconds": round(seconds, 1),
             "cv_mean": metrics["cv_mean"], "oof_accuracy": metrics["oof_accuracy"],
             "holdout_accuracy": metrics["test_accuracy"], "epochs": metrics.get("time_limit", {}).get("epochs"),
@@ -128,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--new", default="cnn_cosine_ema", help="the experiment measured against kfold_cnn")
     parser.add_argument("--data", default="digit_recognizer", help="the preset (conf/data/) whose recipe the preset_* rows run")
+    parser.add_argument("--recipe", default="generic", help="the recipe (conf/recipe/) the recipe_* rows run (one --out per recipe: rows are kept by name)")
     parser.add_argument("--test", type=Path, help="a labelled test file to score on instead of held-out training rows")
     parser.add_argument("--holdout", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=2026)
@@ -157,7 +163,7 @@ def main() -> None:
             sys.exit(f"{name} needs {source} first: add it to --rows")
         if name in results:
             continue
-        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold, args.data, extra)
+        results[name] = run_row(name, files, args.out.resolve(), args.new, args.fold, args.data, extra, args.recipe)
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(record)
