@@ -85,13 +85,13 @@ def machine() -> str:
 EXPERIMENTS = {"seed": ["experiment=kfold_cnn"], "swa": ["experiment=kfold_cnn", "callbacks=swa"], "preset": []}
 
 
-def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, data: str = "digit_recognizer",
+def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: str, data: str = "digit_recognizer",
             extra: tuple[str, ...] = (), named_recipe: str = "generic") -> dict:
     recipe, limit, source = ROWS[name]
     run_dir = out / "runs" / name
     chosen = {**EXPERIMENTS, "recipe": [f"recipe={named_recipe}"]}.get(recipe, [f"experiment={new}"])
     args = [f"data={data}"] + [f"data.{k}={v}" for k, v in files.items()] + [
-        f"fold={fold}", f"time_limit={limit}", *chosen, *extra, f"hydra.run.dir={run_dir}"]
+        *([] if fold == "auto" else [f"fold={fold}"]), f"time_limit={limit}", *chosen, *extra, f"hydra.run.dir={run_dir}"]
     if source:
         args.append(f"pseudo.run_dir={out / 'runs' / source}")
     print(f"{name}: python -m src.cv {' '.join(args)}", flush=True)
@@ -107,11 +107,12 @@ def run_row(name: str, files: dict[str, Path], out: Path, new: str, fold: int, d
             "limit": limit, "seconds": round(seconds, 1),
             "cv_mean": metrics["cv_mean"], "oof_accuracy": metrics["oof_accuracy"],
             "holdout_accuracy": metrics["test_accuracy"], "epochs": metrics.get("time_limit", {}).get("epochs"),
+            "folds": len(metrics["folds"]),
             "pseudo_rows": metrics.get("pseudo", {}).get("rows"), "source": source, "machine": machine()}
 
 
 def table(results: dict) -> str:
-    lines = ["| row | recipe | time_limit | wall | epochs | mean CV | OOF | held-out or --test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | recipe | time_limit | wall | folds × epochs | mean CV | OOF | held-out or --test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in ROWS:
         r = results.get(name)
         if not r:
@@ -120,7 +121,7 @@ def table(results: dict) -> str:
         wall = f"{r['seconds'] / 60:.1f} min ({r['seconds'] / limit_s:.0%} of the limit)"
         if r["source"] and r["source"] in results:
             wall += f" (+ {results[r['source']]['seconds'] / 60:.1f} min first stage, {r['pseudo_rows']:,} pseudo-labels)"
-        lines.append(f"| {name} | {r['recipe']} | {r['limit']} | {wall} | {r['epochs']} | {r['cv_mean']:.4f} | "
+        lines.append(f"| {name} | {r['recipe']} | {r['limit']} | {wall} | {r.get('folds', '?')} × {r['epochs']} | {r['cv_mean']:.4f} | "
                      f"{r['oof_accuracy']:.4f} | {r['holdout_accuracy']:.4f} |")
     machines = sorted({r["machine"] for r in results.values()})
     return "\n".join(lines + [f"\nmachine: {'; '.join(machines)}"])
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--test", type=Path, help="a labelled test file to score on instead of held-out training rows")
     parser.add_argument("--holdout", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--fold", type=int, default=5)
+    parser.add_argument("--fold", default="5", help="fold= of every row; auto: none, the time_limit chooses the fold count")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: the seed_10m row on 300 rows of the embedded sample (100 held out), 2 folds x 1 epoch, into --out")
     args = parser.parse_args()
@@ -146,7 +147,7 @@ def main() -> None:
         import project
 
         args.train = project.tiny_csvs(args.out / "source")[0]
-        args.rows, args.holdout, args.fold, extra = "seed_10m", 100, 2, ("epochs=1", "tensorboard=false", "verbose=false", "batch_size=32", "jobs=1")
+        args.rows, args.holdout, args.fold, extra = "seed_10m", 100, "2", ("epochs=1", "tensorboard=false", "verbose=false", "batch_size=32", "jobs=1")
     if args.train is None:
         parser.error("--train is required (or --smoke)")
     rows = [r for r in args.rows.split(",") if r]

@@ -102,10 +102,19 @@ def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
+GAVE_WAY = {  # routes that gave way to cluster=, and what to run instead (docs/cluster.md)
+    "hydra/launcher=slurm": "cluster=slurm (one Slurm job per fold, watched and retried; no -m or fold_index needed)",
+    "hydra/launcher=ray": "cluster=ray for a run's folds, or hydra/launcher=kfold_ray for a sweep of runs",
+}
+
+
 def check_command_line(argv: list[str], config_name: str, doc: str, run_dir: bool = False) -> None:
-    """What every command does before Hydra starts: `--help`, the overrides checked against the
-    configs, and (a command on a finished run) a `run_dir=` that is no folder refused."""
+    """What every command does before Hydra starts: `--help`, a route that gave way refused, the
+    overrides checked against the configs, and (a command on a finished run) a `run_dir=` that
+    is no folder refused."""
     help_or_go_on(argv, config_name, " ".join(doc.split("\n\n")[0].split()))
+    for old in set(argv) & GAVE_WAY.keys():
+        sys.exit(f"error: {old} gave way to {GAVE_WAY[old]}: see docs/cluster.md")
     refuse_bad_overrides(argv, config_name)
     if run_dir:
         refuse_missing_run_dir(argv)

@@ -36,20 +36,45 @@ from src.cli import check_command_line, command, preset_overrides, recipe_for_fi
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
 from src.runtime import backend
-from src.schema import override_key
+from src.schema import check_keys, override_key
 from src.training.fold_job import REGROUP_EXIT, Regroup, quiet_fold_job
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
-        fold_job: Callable[[int, int], list[str]] | None = None, epochs_given: bool = True):
+def run(cfg: DictConfig, run_dir: Path, **command):
     """Choose the Keras backend (`backend`, src.runtime.backend), then run the K-fold stages
-    (src.kfold.run, which imports Keras); returns the ensemble, or None while folds are missing."""
+    (src.kfold.run, which imports Keras; `command`: the fields of src.kfold.Command); returns the
+    ensemble, or None while folds are missing."""
     backend.select(cfg.get("backend", "auto"))
     from src import kfold
 
-    return kfold.run(cfg, run_dir, parallel_jobs, fold_job, epochs_given, STARTED)
+    return kfold.run(cfg, run_dir, kfold.Command(started=STARTED, **command))
+
+
+def auto_candidates(cfg: DictConfig, hc) -> dict[str, DictConfig]:
+    """For recipe=auto on a new run: each of recipe.candidates composed as this command with
+    `recipe=<candidate>` instead (src.kfold.choose_recipe compares them); {} otherwise."""
+    if cfg.recipe.name != "auto":
+        return {}
+    task = [o for o in hc.overrides.task if override_key(o) != "recipe"]
+    found = {}
+    for name in cfg.recipe.get("candidates") or []:
+        found[name] = hydra.compose(config_name=hc.job.config_name, overrides=[*task, f"recipe={name}"])
+        check_keys(found[name])
+    return found
+
+
+def planned_keys(cfg: DictConfig, hc) -> frozenset[str]:
+    """Which of the keys a time_limit may plan (`epochs`, `fold`) the command set: named on its
+    command line, or, for `fold`, changed from conf/'s default by a group it chose (an
+    experiment's own fold count)."""
+    named = {override_key(o) for o in hc.overrides.task}
+    given = {k for k in ("epochs", "fold") if k in named}
+    if "fold" not in given and cfg.get("time_limit") is not None:
+        if hydra.compose(config_name=hc.job.config_name).fold != cfg.fold:
+            given.add("fold")
+    return frozenset(given)
 
 
 def run_dir_of(hc) -> Path:
@@ -105,11 +130,16 @@ def fold_job_command(hc, run_dir: Path) -> Callable[[int, int], list[str]]:
 
 def with_recipe(cfg: DictConfig, hc, run_dir: Path) -> DictConfig:
     """On a run dir with a run.json, the recipe it recorded with this command's given keys over
-    it (src.recipe); a recorded `_target_` outside the registry and conf/ is refused first."""
+    it (src.recipe), `recipe=auto` not among them; a recorded `_target_` outside the registry and
+    conf/ is refused first."""
     if not (run_dir / rundir.RUN).exists():
         return cfg
     record = rundir.read_record(run_dir)
-    base, given = preset_overrides(list(hc.overrides.task))
+    task = list(hc.overrides.task)
+    if cfg.recipe.name == "auto":  # the run dir holds the recipe recipe=auto chose: that one runs
+        task = recipe_for_files([o for o in task if override_key(o) != "recipe"])
+        cfg = hydra.compose(config_name=hc.job.config_name, overrides=task)
+    base, given = preset_overrides(task)
     defaults = hydra.compose(config_name=hc.job.config_name, overrides=base)
     mine = OmegaConf.to_container(cfg, resolve=True)
     dirs = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -130,8 +160,8 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hc.mode == RunMode.MULTIRUN  # a launcher's job: no second layer of processes
     try:
         cfg = with_recipe(cfg, hc, run_dir)
-        epochs_given = any(override_key(o) == "epochs" for o in hc.overrides.task)
-        ens = run(cfg, run_dir, parallel_jobs_of(hc), None if in_sweep else fold_job_command(hc, run_dir), epochs_given)
+        ens = run(cfg, run_dir, parallel_jobs=parallel_jobs_of(hc), fold_job=None if in_sweep else fold_job_command(hc, run_dir),
+                  given=planned_keys(cfg, hc), recipes=auto_candidates(cfg, hc))
     except UserError:
         if fresh and rundir.holds_nothing(run_dir) and run_dir == Path(hc.runtime.output_dir):  # leave no trace
             shutil.rmtree(run_dir, ignore_errors=True)

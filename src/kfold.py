@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import models  # noqa: F401  (registers the custom layers that saved fold models name)
-from src import rundir
+from src import cluster, rundir
+from src.cluster import watch
 from src.errors import UserError
 from src.files import sha256, write_json
 from src.inputs import dataset as data_mod
@@ -27,14 +28,14 @@ from src.inputs.submission import submission_format
 from src.models import load_model
 from src.models.inference import reconstruct
 from src.results import ensemble, pictures, report, tracking
-from src.training import budget
+from src.training import budget, trial
 from src.training import strategy as strategy_mod
-from src.training.budget import FoldDeadline, Plan
+from src.training.budget import FoldChoice, FoldDeadline, Plan
 from src.training.callbacks import RunClock, fold_line
 from src.training.checkpoint import epochs_committed
 from src.training.fold import Placement, compile_model, train_fold
 from src.training.fold_job import in_fold_job
-from src.training.scheduler import FoldJobs, run_fold_jobs
+from src.training.scheduler import FoldJobs, run_fold_jobs, submit_fold_jobs
 
 log = logging.getLogger(__name__)
 
@@ -64,30 +65,41 @@ class Work:
     started: float  # when the process started: a time_limit counts from there
 
 
-def run(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
-        fold_job: Callable[[int, int], list[str]] | None = None, epochs_given: bool = True,
-        started: float | None = None) -> ensemble.Ensemble | None:
-    """Check the data, train the folds asked for that are not complete, and build the ensemble
-    once every fold is complete; returns it (None while folds are missing).
+@dataclass(frozen=True)
+class Command:
+    """What the command adds to its config (src.cv): how many jobs of a launcher's sweep share
+    this machine (`parallel_jobs`, for the thread cap); `fold_job(k, threads)`, the command line
+    that trains fold k alone (with it, `jobs` folds train at once, each in a process of its own:
+    src.training.scheduler); the keys its command line set (`given`: a time_limit plans the
+    epochs, and on a new run the fold count, that it leaves free); when it started (a time_limit
+    counts from there); and recipe=auto's candidates, composed (`recipes`)."""
 
-    `parallel_jobs` is how many jobs of a launcher's sweep share this machine (for the thread
-    cap). `fold_job(k, threads)` is the command line that trains fold k alone; with it, `jobs`
-    folds train at once, each in a process of its own (src.training.scheduler). With a
-    `time_limit`, `epochs` caps the plan only when `epochs_given` (src.training.budget), and
-    counts from `started` (now when not given).
-    """
+    parallel_jobs: int = 1
+    fold_job: Callable[[int, int], list[str]] | None = None
+    given: frozenset[str] = frozenset({"epochs", "fold"})
+    started: float = field(default_factory=time.time)
+    recipes: dict[str, DictConfig] = field(default_factory=dict)
+
+
+def run(cfg: DictConfig, run_dir: Path, command: Command | None = None) -> ensemble.Ensemble | None:
+    """Check the data, train the folds asked for that are not complete, and build the ensemble
+    once every fold is complete; returns it (None while folds are missing)."""
+    command = command or Command()
     limit = check_request(cfg)
     inputs = load_inputs(cfg)
-    work = plan_folds(cfg, inputs, run_dir, time.time() if started is None else started)
-    place = start_runtime(cfg, work, parallel_jobs, fold_job is not None)
+    work = plan_folds(cfg, inputs, run_dir, command.started)
+    place = start_runtime(cfg, work, command.parallel_jobs, command.fold_job is not None)
     work = own_dir(work, place)
+    cfg = choose_recipe(cfg, inputs, work, place, limit, command.recipes)
     ident = claim_run_dir(cfg, inputs, work, place, write=False)  # a resume with other settings is refused first
-    plan = _plan(cfg, work, inputs, place, limit, epochs_given) if limit and work.todo else None
-    claim_run_dir(cfg, inputs, work, place, write=True, ident=ident)
+    plan = None
+    if limit and work.todo:
+        plan, cfg, inputs, work = _plan(cfg, work, inputs, place, limit, command.given)
+    claim_run_dir(cfg, inputs, work, place, write=True, ident=None if plan and plan.fold_choice else ident)
     if plan:
         plan = _record(work.run_dir, plan)
         cfg = budget.apply(plan, cfg)
-    failed = train(cfg, inputs, work, place, plan, fold_job)
+    failed = train(cfg, inputs, work, place, plan, command.fold_job)
     if in_fold_job():  # the run's main process reports and builds the ensemble
         return None
     return finish(cfg, inputs, work.run_dir, failed)
@@ -98,6 +110,9 @@ def check_request(cfg: DictConfig) -> float | None:
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
     limit = budget.parse_duration(cfg.get("time_limit"))
+    if cfg.recipe.name == "auto" and not limit:
+        raise UserError("recipe=auto compares recipes within a share of a time_limit: add time_limit= (e.g. time_limit=20m), "
+                        "or name a recipe (recipe=seed or recipe=generic)")
     tracking.wanted(cfg)  # logger=mlflow without MLflow is refused before any training
     return limit
 
@@ -136,6 +151,32 @@ def start_runtime(cfg: DictConfig, work: Work, parallel_jobs: int, fold_jobs: bo
     return place
 
 
+def choose_recipe(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, limit: float,
+                  recipes: dict[str, DictConfig]) -> DictConfig:
+    """Stage 3b, recipe=auto on a new run: the candidate recipe (`recipes`, composed) that a short
+    trial of each on the first fold to train finds most accurate, within recipe.share of the
+    time_limit (src.training.trial); its config, with the comparison in recipe.why and
+    recipe.compared. Any other recipe: `cfg` as it is."""
+    if cfg.recipe.name != "auto" or not work.todo:
+        return cfg
+    if not recipes:
+        raise UserError("recipe=auto needs candidates: recipe.candidates=[seed,generic] (recipes of conf/recipe/)")
+    data = inputs.fold(work.todo[0])
+    first = next(iter(recipes.values()))
+    rates = budget.calibrate(lambda: compile_model(data, first, place), data, first)
+    share_s = cfg.recipe.share * limit / len(recipes)
+    trials = []
+    for name, candidate in recipes.items():
+        strategy_mod.check_batch(candidate.batch_size, place.strategy.num_replicas_in_sync)
+        rows = trial.trial_rows(share_s, rates, cfg.recipe.trial_epochs, candidate.batch_size, len(data.x_train))
+        trials.append(trial.run_trial(name, candidate, data, place, rows, cfg.recipe.trial_epochs))
+    best, why = trial.chosen(trials, cfg.recipe.share, limit)
+    log.info("%s", why)
+    chosen = recipes[best.recipe].copy()
+    chosen.recipe.why, chosen.recipe.compared = why, {t.recipe: t.accuracy for t in trials}
+    return chosen
+
+
 def own_dir(work: Work, place: Placement) -> Work:
     """Under several workers each trains the same steps, and only the chief's files are the run's:
     the others write into a hidden dir of their own."""
@@ -166,34 +207,52 @@ def claim_run_dir(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement,
 
 def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: Plan | None,
           fold_job: Callable[[int, int], list[str]] | None) -> dict[int, str]:
-    """Stage 5: train the folds left, here one after another or as fold jobs; the failed ones' reasons."""
+    """Stage 5: train the folds left, here one after another or as fold jobs (locally, or on the
+    cluster that cfg.cluster names); the failed ones' reasons."""
     rt, todo, replicas = place.runtime, work.todo, place.strategy.num_replicas_in_sync
     deadlines = dict(zip(todo, budget.deadlines(plan, work.started, len(todo)))) if plan else {}
     if in_fold_job():  # its run's main process set its deadline
-        deadlines = {k: budget.deadline_from_environment() for k in todo}
-    jobs = max(1, min(rt.fold_jobs, len(todo)))
+        deadlines = {k: budget.deadline_from_environment(k) for k in todo}
+    remote = bool(fold_job) and not in_fold_job() and cfg.cluster.engine != "local"
+    jobs = len(todo) if remote else max(1, min(rt.fold_jobs, len(todo)))
+    threads = cfg.cluster.cpus_per_job if remote else rt.job_threads
     if inputs.pseudo:
         log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
                  len(inputs.pseudo.index), inputs.pseudo.record["threshold"], cfg.pseudo.run_dir)
     if not in_fold_job():
         log.info("recipe %s: %s", cfg.recipe.name or "not named", cfg.recipe.why)  # a run dir from before: LATER_KEYS
-    log.info("%d fold(s), %d to train here %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s); %s%s",
-             len(inputs.folds), len(todo), todo, cfg.epochs, cfg.batch_size, cfg.batch_size // replicas, replicas,
-             strategy_mod.strategy_name(place.strategy), rt.summary(),
-             f"; {jobs} fold jobs at once × {rt.job_threads} thread(s)" if jobs > 1
+    log.info("%d fold(s), %d to train %s %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s); %s%s",
+             len(inputs.folds), len(todo), f"on cluster={cfg.cluster.engine}" if remote else "here", todo, cfg.epochs,
+             cfg.batch_size, cfg.batch_size // replicas, replicas, strategy_mod.strategy_name(place.strategy), rt.summary(),
+             f"; {jobs} fold jobs at once × {threads} thread(s)" if jobs > 1
              else f"; {rt.threads} thread(s)" if rt.threads else "")
-    if jobs > 1 and fold_job:
-        pseudo_rows = len(inputs.pseudo.index) if inputs.pseudo else 0
-        steps = pipeline.steps_per_epoch(len(inputs.folds[todo[0]][0]) + pseudo_rows, cfg.batch_size)
-        fold_jobs = FoldJobs(work.run_dir, fold_job, todo, rt.job_threads, len(inputs.folds), cfg.epochs,
-                             steps * cfg.batch_size, cores=rt.hardware.cores,
-                             regroup=cfg.threads == "auto" and not cfg.deterministic, deadlines=deadlines)
-        clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(work.run_dir, k)) for k in todo), jobs)
-        return run_fold_jobs(fold_jobs, jobs, clock)
+    if fold_job and (jobs > 1 or remote):
+        return _train_in_jobs(cfg, inputs, work, rt, deadlines, fold_job, jobs, threads)
     clock = RunClock(len(todo) * cfg.epochs)
     for k in todo:
         _train_here(cfg, inputs.fold(k), place, work.run_dir, clock, deadlines.get(k))
     return {}
+
+
+def _train_in_jobs(cfg: DictConfig, inputs: Inputs, work: Work, rt, deadlines: dict, fold_job: Callable[[int, int], list[str]],
+                   jobs: int, threads: int) -> dict[int, str]:
+    """The folds left as fold jobs on the engine cfg.cluster names, `jobs` at a time, each with
+    `threads` threads; the failed ones' reasons."""
+    todo = work.todo
+    engine = cluster.engine(cfg)
+    pseudo_rows = len(inputs.pseudo.index) if inputs.pseudo else 0
+    steps = pipeline.steps_per_epoch(len(inputs.folds[todo[0]][0]) + pseudo_rows, cfg.batch_size)
+    fold_jobs = FoldJobs(work.run_dir, fold_job, todo, threads, len(inputs.folds), cfg.epochs, steps * cfg.batch_size,
+                         cores=rt.hardware.cores, regroup=cfg.threads == "auto" and not cfg.deterministic and not engine.remote,
+                         deadlines=deadlines, engine=engine, retries=cfg.cluster.retries, heartbeat_s=cfg.cluster.heartbeat_s,
+                         remote_env={watch.STALE: str(cfg.cluster.stale_s), watch.SHARED_WAIT: str(cfg.cluster.shared_wait_s)})
+    clock = RunClock(sum(cfg.epochs - epochs_committed(rundir.fold_dir(work.run_dir, k)) for k in todo), jobs)
+    try:
+        if engine.remote and not cfg.cluster.wait:
+            return submit_fold_jobs(fold_jobs)
+        return run_fold_jobs(fold_jobs, jobs, clock)
+    finally:
+        engine.close()
 
 
 def finish(cfg: DictConfig, inputs: Inputs, run_dir: Path, failed: dict[int, str]) -> ensemble.Ensemble | None:
@@ -232,21 +291,56 @@ def _train_here(cfg: DictConfig, data: FoldData, place: Placement, run_dir: Path
     log.info("%s", fold_line(result, cfg.fold))
 
 
-def _plan(cfg: DictConfig, work: Work, inputs: Inputs, place: Placement, limit: float, epochs_given: bool) -> Plan:
+def _plan(cfg: DictConfig, work: Work, inputs: Inputs, place: Placement, limit: float,
+          given: frozenset[str]) -> tuple[Plan, DictConfig, Inputs, Work]:
     """The run's time_limit plan: the one recorded in the run dir, or a new one from a calibration
-    on the first fold to train."""
+    on the first fold to train, with the config, folds and work of the fold count it chose (when
+    it chose one: `_fold_choice`)."""
     recorded = rundir.read_plan(work.run_dir)
     if recorded:
-        return Plan.from_dict(recorded)
+        return Plan.from_dict(recorded), cfg, inputs, work
     if place.runtime.distribution == "multi_worker":
         raise UserError("time_limit is not supported with strategy=multi_worker (the workers would plan apart): set epochs instead")
     data = inputs.fold(work.todo[0])
     startup = time.time() - work.started
     rates = budget.calibrate(lambda: compile_model(data, cfg, place), data, cfg)
-    rows = {"train": len(data.x_train), "val": len(data.x_val), "test": len(inputs.dataset.x_test)}
-    jobs = max(1, min(place.runtime.fold_jobs, len(work.todo)))
-    return budget.make_plan(limit, startup, time.time() - work.started, rates, len(work.todo), jobs, rows, cfg.batch_size,
-                            cfg.tta, cfg.epochs, cfg.epochs if epochs_given else None)
+    cap = cfg.epochs if "epochs" in given else None
+
+    def plan_for(folds: int, todo: int) -> Plan:
+        n, pseudo = len(inputs.dataset.y_train), len(inputs.pseudo.index) if inputs.pseudo else 0
+        val = len(data.x_val) if folds == len(inputs.folds) else -(-n // folds)  # another count: its largest fold
+        rows = {"train": n - val + pseudo, "val": val, "test": len(inputs.dataset.x_test)}
+        jobs = todo if cfg.cluster.engine != "local" else max(1, min(place.runtime.fold_jobs, todo))  # a cluster: all at once
+        return budget.make_plan(limit, startup, time.time() - work.started, rates, todo, jobs, rows, cfg.batch_size,
+                                cfg.tta, cfg.epochs, cap)
+
+    choice = _fold_choice(cfg, work, plan_for, cap) if "fold" not in given else None
+    if choice is None:
+        return plan_for(len(inputs.folds), len(work.todo)), cfg, inputs, work
+    if not choice.epochs[choice.folds]:
+        plan_for(choice.folds, choice.folds)  # not one epoch fits even the fewest folds: its error names the least limit
+    cfg = OmegaConf.merge(cfg, {"fold": choice.folds})
+    inputs = dataclasses.replace(inputs, folds=make_folds(inputs.dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction))
+    work = plan_folds(cfg, inputs, work.run_dir, work.started)
+    plan = dataclasses.replace(plan_for(choice.folds, choice.folds), fold_choice=dataclasses.asdict(choice))
+    return plan, cfg, inputs, work
+
+
+def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Plan], cap: int | None) -> FoldChoice | None:
+    """On a new run of `fold` >= 3 folds with none of them named (fold_index): the fold count the
+    budget gives (budget.choose_folds among budget.fold_counts), else None (keep `fold`)."""
+    if cfg.fold < budget.FEWEST_FOLDS or cfg.fold_index is not None or (work.run_dir / rundir.RUN).exists():
+        return None
+    epochs = {}
+    for folds in budget.fold_counts(cfg.fold):
+        try:
+            epochs[folds] = plan_for(folds, folds).epochs
+        except UserError:
+            epochs[folds] = 0
+    want = min(cfg.recipe.fold_epochs, cap) if cap else cfg.recipe.fold_epochs
+    choice = budget.choose_folds(epochs, want)
+    log.info("time_limit: %s (epochs per fold by fold count: %s); fold=K fixes it", choice.why, rundir.fold_counts_text(epochs))
+    return choice
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:

@@ -93,12 +93,14 @@ LABELS = "labels.json"  # in each export version, beside saved_model.pb: the lab
 # The data paths are compared by content instead (run.json's "data").
 VOLATILE = (
     "verbose", "fold_index", "jobs", "strategy", "threads", "deterministic", "steps_per_execution", "tensorboard", "logger",
-    "jit_compile", "backend",
+    "jit_compile", "backend", "cluster",
     "data.train", "data.train_labels", "data.test", "data.test_labels", "data.cache_dir", "data.sample",
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)
     "data.dir", "data.kaggle",
     "data.recipe",  # which recipe the preset suggests: the recipe's own keys are compared
+    # how a new run chooses its fold count and (recipe=auto) its recipe: what they chose is recorded in fold and the recipe's keys
+    "recipe.fold_epochs", "recipe.candidates", "recipe.share", "recipe.trial_epochs", "recipe.compared",
 )
 # Keys added to the config after run dirs were written, with the value that does what the code did
 # before them: a run dir recorded without the key matches a config that holds it at this value.
@@ -396,6 +398,13 @@ def write_once(path: Path, record: dict) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fold_counts_text(epochs: dict) -> str:
+    """plan.json's fold_choice epochs, `{3: 9, 4: 5, 5: 0, 6: 0}`, as "3: 9, 4: 5, 5 and more: none"."""
+    fit = [f"{k}: {e}" for k, e in epochs.items() if e]
+    none = [int(k) for k, e in epochs.items() if not e]
+    return ", ".join(fit + ([f"{min(none)} and more: none"] if none else []))
 
 
 def read_plan(run_dir: Path) -> dict | None:

@@ -195,6 +195,26 @@ class Strategy:
 
 
 @dataclass
+class Cluster:
+    """cluster=local|ray|slurm: where fold jobs run (src.cluster, docs/cluster.md)."""
+
+    engine: str
+    retries: int  # a failed fold job is started again this many times, from its last committed epoch
+    cpus_per_job: int = 1  # ray and slurm: each fold job's CPUs (its TensorFlow threads)
+    gpus_per_job: int = 0
+    wait: bool = True  # slurm: false submits the jobs and returns
+    heartbeat_s: float = 10.0  # ray and slurm: how often the main process beats the run dir's heartbeat
+    stale_s: float = 120.0  # a watched fold job stops when the heartbeat has not changed for this long
+    shared_wait_s: float = 30.0  # how long a fold job waits to read the run dir's token before it says the dir is not shared
+    poll_s: float = 5.0  # slurm: how often squeue is asked
+    address: Optional[str] = None  # ray: HOST:PORT of the cluster (default RAY_ADDRESS)
+    partition: Optional[str] = None  # slurm: sbatch --partition
+    time: Optional[str] = None  # slurm: sbatch --time (e.g. 2:00:00)
+    mem: Optional[str] = None  # slurm: sbatch --mem (e.g. 16G)
+    sbatch_args: List[str] = field(default_factory=list)  # slurm: more sbatch options, e.g. [--account=abc]
+
+
+@dataclass
 class Logger:
     """logger=mlflow."""
 
@@ -215,6 +235,13 @@ class Recipe:
 
     name: Optional[str]
     why: str
+    # with time_limit and no fold=: the epochs each fold gets before the budget buys more folds
+    fold_epochs: int = 12
+    # recipe=auto: the recipes it compares, the share of the time_limit it spends, the epochs of each trial
+    candidates: Optional[List[str]] = None
+    share: float = 0.1
+    trial_epochs: int = 2
+    compared: Optional[Dict[str, float]] = None  # recipe=auto's trial accuracy per candidate, as recorded
 
 
 @dataclass
@@ -247,6 +274,7 @@ class Cv:
     callbacks: Dict[str, Any] = about("optional Keras callbacks by `_target_`, e.g. callbacks=swa (--help callbacks)")
     recipe: Recipe = about("the competition's recipe: its preset's, or generic for files given by path (--help recipe)")
     strategy: Strategy = about("where the folds train: auto, default, mirrored, multi_worker, tpu (--help strategy)")
+    cluster: Cluster = about("where fold jobs run: local, ray or slurm (--help cluster)")
     fold: int = about("number of folds; 1 = one holdout split of val_fraction")
     split: str = about("kfold or stratified")
     val_fraction: float = about("holdout size when fold=1")
@@ -371,6 +399,7 @@ def register() -> None:
         "optimizer": {"optimizer": _open(Optimizer)},
         "schedule": {"exponential": Exponential, "cosine": Cosine},
         "strategy": {"strategy": Strategy},
+        "cluster": {"cluster": Cluster},
         "logger": {"logger": Logger},
     }
     for group, options in groups.items():  # in a group of their own, so that no group lists them as options

@@ -123,13 +123,21 @@ def test_the_command_refuses_a_bad_key_or_value_with_exit_status_1(bad, said, tm
     assert not (tmp_path / "run").exists()  # nothing of the refused run is left
 
 
-@pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+@pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"), ("joblib", "JoblibLauncher"),
+                                              ("submitit_slurm", "SlurmLauncher"), ("kfold_ray", "KfoldRayLauncher")])
 def test_shipped_launcher_configs_compose(launcher, target):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+@pytest.mark.parametrize("old, instead", [("hydra/launcher=slurm", "cluster=slurm"), ("hydra/launcher=ray", "cluster=ray")])
+def test_the_sweep_routes_that_gave_way_to_cluster_say_what_to_run(old, instead, tmp_path):
+    proc = run_cv(["-m", "fold_index=0,1", old, f"hydra.sweep.dir={tmp_path / 'sweep'}"], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
+    assert f"error: {old} gave way to {instead}" in proc.stderr and not (tmp_path / "sweep").exists()
 
 
 SEED_KEYS = ("model", "augment", "optimizer", "schedule", "batch_size", "epochs", "fold", "loss", "label_smoothing", "callbacks")

@@ -117,7 +117,8 @@ def _provenance(run_dir: Path) -> dict:
         found["pseudo"] = pseudo
     plan = rundir.read_plan(run_dir)
     if plan:
-        found["time_limit"] = {"seconds": plan["time_limit_s"], "epochs": plan["epochs"], "rates": plan["rates"]}
+        found["time_limit"] = {"seconds": plan["time_limit_s"], "epochs": plan["epochs"], "folds": plan["folds"],
+                               "rates": plan["rates"], **({"fold_choice": plan["fold_choice"]} if plan.get("fold_choice") else {})}
     return found
 
 

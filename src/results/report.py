@@ -52,7 +52,8 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         [f"true {names[truth[i]]} → {names[predicted[i]]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
-    lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)), "",
+    lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)),
+             *fold_choice_lines(rundir.read_plan(run_dir)), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
@@ -73,6 +74,15 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
 
 AUGMENTS = (("rotation", "rotation ±{}°"), ("zoom", "zoom ±{}"), ("width_shift", "shift ±{}"), ("elastic", "elastic {} px"),
             ("flip", "flips"), ("crop", "crop from {} px padding"), ("erasing", "erasing p={}"))
+
+
+def fold_choice_lines(plan: dict | None) -> list[str]:
+    """How the time_limit chose the fold count (plan.json's fold_choice), when it did."""
+    choice = (plan or {}).get("fold_choice")
+    if not choice:
+        return []
+    return [f"Fold count: **{choice['folds']}**, chosen for time_limit={plan['time_limit_s']:.0f}s: {choice['why']} "
+            f"(epochs per fold by fold count: {rundir.fold_counts_text(choice['epochs'])})."]
 
 
 def recipe_lines(record: dict) -> list[str]:

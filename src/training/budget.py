@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from src.cluster import watch
 from src.errors import UserError
 from src.inputs import pipeline
 from src.inputs.folds import FoldData
@@ -147,13 +148,49 @@ class Plan:
     jobs: int  # at once
     rates: dict  # Rates, per fold process
     seconds: dict  # the estimate: start-up, per fold, per epoch, finish, total
+    fold_choice: dict | None = None  # FoldChoice, when the plan chose the fold count too (no fold= given)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, record: dict) -> "Plan":
-        return cls(**{k: record[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__ if k in record})
+
+
+FEWEST_FOLDS = 3  # below it a fold trains on too little of the data, and there is little to ensemble
+
+
+@dataclass(frozen=True)
+class FoldChoice:
+    """With a time_limit and no fold= given: the fold count chosen, the epochs per fold each
+    candidate count would get, and why."""
+
+    folds: int
+    epochs: dict[int, int]  # candidate fold count: epochs per fold that fit (0: not one)
+    want: int  # the recipe's fold_epochs, or epochs= where smaller
+    why: str
+
+
+def choose_folds(epochs: dict[int, int], want: int) -> FoldChoice:
+    """The most folds whose epochs per fold reach `want`: a budget first buys each fold the epochs
+    its recipe needs (`recipe.fold_epochs`), then more folds. When no count reaches `want`, the
+    fewest folds (the most epochs each); None when not one epoch fits any count."""
+    enough = [k for k, e in epochs.items() if e >= want]
+    if enough:
+        k = max(enough)
+        why = (f"{k} folds, the most that get at least recipe.fold_epochs={want} epochs each" if k < max(epochs)
+               else f"{k} folds (the config's fold) get at least recipe.fold_epochs={want} epochs each")
+        return FoldChoice(k, epochs, want, why)
+    fitting = [k for k, e in epochs.items() if e >= 1]
+    k = min(fitting or epochs)
+    return FoldChoice(k, epochs, want, f"no fold count gets recipe.fold_epochs={want} epochs each: the fewest, {k} folds "
+                                       f"of {epochs[k]} epochs")
+
+
+def fold_counts(most: int) -> list[int]:
+    """The fold counts a budget chooses among when fold= is not given: FEWEST_FOLDS up to the config's."""
+    return list(range(min(FEWEST_FOLDS, most), most + 1))
 
 
 def make_plan(limit_s: float, startup_s: float, elapsed_s: float, rates: Rates, folds: int, jobs: int,
@@ -233,21 +270,32 @@ class FoldDeadline:
     tail_s: float
 
 
-DEADLINE = "KFOLD_DEADLINE"  # in a fold job's environment: its FoldDeadline as "at,tail_s"
+DEADLINE = "KFOLD_DEADLINE"  # in a local fold job's environment: its FoldDeadline as "at,tail_s" (this machine's clock)
+DEADLINE_LEFT = "KFOLD_DEADLINE_LEFT"  # on another node: "seconds left at submission,tail_s"
 
 
 def environment(deadline: FoldDeadline | None) -> dict[str, str]:
-    """The environment variables that give a fold job its deadline."""
+    """The environment variables that give a local fold job its deadline."""
     return {DEADLINE: f"{deadline.at!r},{deadline.tail_s!r}"} if deadline else {}
 
 
-def deadline_from_environment() -> FoldDeadline | None:
+def remote_environment(deadline: FoldDeadline | None) -> dict[str, str]:
+    """The same for a job on another node, as a duration: no two machines' clocks are compared.
+    The job takes its time left from the run's heartbeat when it starts (src.cluster.watch), so
+    time spent in a queue comes off its share; from this, measured from its own start, if none."""
+    return {DEADLINE_LEFT: f"{deadline.at - time.time()!r},{deadline.tail_s!r}"} if deadline else {}
+
+
+def deadline_from_environment(fold: int) -> FoldDeadline | None:
     """In a fold job: the deadline its run's main process gave it, if any."""
-    value = os.environ.get(DEADLINE)
-    if not value:
-        return None
-    at, tail = value.split(",")
-    return FoldDeadline(float(at), float(tail))
+    if value := os.environ.get(DEADLINE):
+        at, tail = value.split(",")
+        return FoldDeadline(float(at), float(tail))
+    if value := os.environ.get(DEADLINE_LEFT):
+        left, tail = (float(v) for v in value.split(","))
+        now_left = watch.seconds_left(fold)
+        return FoldDeadline(time.time() + (left if now_left is None else now_left), tail)
+    return None
 
 
 class Deadline(keras.callbacks.Callback):

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src import rundir
+from src.cluster import watch
 from src.files import atomic_write, remove_stale_temps
 from src.inputs import pipeline
 from src.inputs.folds import FoldData
@@ -277,7 +278,7 @@ def commit(fold_dir: Path, data: FoldData, predictions: FoldPredictions, final: 
     rundir.mark_complete(fold_dir, {"fold": data.fold, "accuracy": accuracy, "accuracy_plain": accuracy_plain,
                                     "best_epoch": best_epoch, **final.summary, "seconds": round(seconds, 1),
                                     "phases_s": clocked.seconds,
-                                    "precision": runtime["precision"], "runtime": runtime})
+                                    "precision": runtime["precision"], "runtime": runtime, "cluster": watch.provenance()})
     shutil.rmtree(state_dir, ignore_errors=True)
     return FoldResult(data.fold, data.val_index, data.y_val, predictions.val, predictions.test, accuracy, best_epoch,
                       seconds, predictions.val_plain, runtime["precision"])

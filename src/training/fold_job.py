@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+
+from src.cluster import watch
 
 log = logging.getLogger(__name__)
 
-FOLD_JOB = "KFOLD_FOLD_JOB"  # set in a fold job's environment: it ends when its run's main process is gone
+FOLD_JOB = "KFOLD_FOLD_JOB"  # set in a fold job's environment
 REGROUP_EXIT = 75  # a fold job's exit status when it stopped, as asked, to go on with more threads
 
 
@@ -25,20 +26,21 @@ def in_fold_job() -> bool:
 
 def quiet_fold_job() -> None:
     """In a fold job: leave the console to the main process (it reports the epochs and the
-    result); the job's info lines still go to the run's log file, its warnings to both. End the
-    job when the run's main process is gone (killed, even by SIGKILL), which closes the pipe on
-    this process's stdin."""
+    result); the job's info lines still go to the run's log file, its warnings to both. On
+    another node, check that the run dir is the one its main process wrote (src.cluster.watch).
+    End the job when its run's main process is gone, as the engine that started it watches it
+    (the pipe on stdin locally, the run's heartbeat on a cluster; a job started by hand or by a
+    cluster job with no parent waiting is not watched)."""
     if not in_fold_job():
         return
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:
             handler.setLevel(logging.WARNING)
+    watch.check_token(float(os.environ.get(watch.SHARED_WAIT, "30")))
 
-    def wait() -> None:
-        while os.read(0, 4096):  # the raw descriptor: a buffered read would block the interpreter's exit
-            pass
-        log.warning("the run's main process is gone: this fold job stops (the same command resumes it)")
+    def stop(why: str) -> None:
+        log.warning("%s: this fold job stops (the same command resumes it)", why)
         logging.shutdown()
         os._exit(1)
 
-    threading.Thread(target=wait, name="parent-watch", daemon=True).start()
+    watch.watch_parent(stop)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +27,8 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from src import rundir
+from src.cluster import Engine, Job, Running, watch
+from src.cluster.local import LocalEngine
 from src.training import budget
 from src.training.budget import FoldDeadline
 from src.training.callbacks import RunClock, epoch_line, fold_line
@@ -53,7 +55,12 @@ class FoldJobs:
     cores: int = 1
     regroup: bool = False  # give freed cores to the jobs still running
     deadlines: dict[int, FoldDeadline] = field(default_factory=dict)  # with a time_limit: when each fold must be done
-    running: dict[int, subprocess.Popen] = field(default_factory=dict)
+    engine: Engine = field(default_factory=LocalEngine)  # where the jobs run (src.cluster)
+    retries: int = 0  # a failed job is started again this many times, from its fold's last committed epoch
+    heartbeat_s: float = 10.0  # how often the heartbeat of a remote engine's jobs is written
+    remote_env: dict[str, str] = field(default_factory=dict)  # what a job on another node is told (token, heartbeat)
+    running: dict[int, Running] = field(default_factory=dict)
+    retried: dict[int, int] = field(default_factory=dict)
     job_threads: dict[int, int] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,6 +71,7 @@ def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, s
     """Run every fold job, `parallel` at a time, reporting their epochs; returns why each failed
     job failed ({} when all finished)."""
     reporter = _Reporter(jobs, clock)
+    heartbeat = _watched(jobs) if jobs.engine.remote else None
     previous = {sig: signal.signal(sig, _forward(jobs)) for sig in (signal.SIGINT, signal.SIGTERM)}
     reporter.start()
     try:
@@ -72,49 +80,109 @@ def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, s
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reporter.stop()
+        if heartbeat:
+            heartbeat.stop()
+    if jobs.retried:
+        log.warning("fold(s) retried after their job failed: %s (cluster.retries=%d)",
+                    ", ".join(f"fold {k} ({n}x)" for k, n in sorted(jobs.retried.items())), jobs.retries)
     return {k: why for k, why in outcomes if why}
+
+
+def submit_fold_jobs(jobs: FoldJobs) -> dict[int, str]:
+    """cluster.wait=false: start every fold job on the engine and return at once. Nothing watches
+    them, so none stops for want of a parent; once they end, the same command builds the
+    ensemble (and starts again any that failed)."""
+    token, value = watch.write_token(jobs.run_dir)
+    shared = {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value, **jobs.remote_env}
+    idents = []
+    for k in jobs.todo:
+        env = {FOLD_JOB: "1", watch.ATTEMPT: "1", watch.ENGINE: jobs.engine.name, **shared,
+               **budget.remote_environment(jobs.deadlines.get(k))}
+        output = jobs.run_dir / watch.DIR / f"fold_{k}-%j.out"
+        idents.append(jobs.engine.start(Job(k, jobs.command(k, jobs.threads), env, jobs.threads, output)).ident)
+    log.info("submitted %d fold job(s) (%s: %s) and not waiting (cluster.wait=false): see them with `squeue -j %s`; "
+             "once they have ended, run the same command to build the ensemble", len(idents), jobs.engine.name,
+             " ".join(idents), ",".join(idents))
+    return {}
+
+
+def _watched(jobs: FoldJobs) -> watch.Heartbeat:
+    """Before jobs start on other nodes: the token they check the run dir by, and the heartbeat
+    (with each fold's seconds left) they watch this process by; what they are told goes to
+    jobs.remote_env."""
+    token, value = watch.write_token(jobs.run_dir)
+    left = lambda: {k: d.at - time.time() for k, d in jobs.deadlines.items()}  # noqa: E731
+    heartbeat = watch.Heartbeat(jobs.run_dir, jobs.heartbeat_s, left)
+    heartbeat.start()
+    jobs.remote_env |= {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value, watch.WATCH: "heartbeat",
+                        watch.HEARTBEAT_FILE: str(heartbeat.path.resolve())}
+    if os.environ.get("PYTHONPATH"):
+        jobs.remote_env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+    return heartbeat
 
 
 def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
     with jobs.lock:
         jobs.started.add(k)
         threads = jobs.job_threads[k] = jobs.threads
+    attempt = 1
     while True:
         if jobs.stopping.is_set():
             return k, "not started: the run was interrupted"
-        code = _launch(jobs, k, threads)
+        code, reason = _launch(jobs, k, threads, attempt)
         request = rundir.fold_dir(jobs.run_dir, k) / rundir.REGROUP
         request.unlink(missing_ok=True)
-        if code != REGROUP_EXIT:
+        if code == REGROUP_EXIT:
+            threads = jobs.job_threads[k]
+            log.info("fold %d goes on with %d thread(s) from its last finished epoch (no fold is left to start)", k, threads)
+            continue
+        why = _failure(jobs, k, code, reason)
+        if not why or attempt > jobs.retries or jobs.stopping.is_set() or code == watch.NOT_SHARED_EXIT:
             break
-        threads = jobs.job_threads[k]
-        log.info("fold %d goes on with %d thread(s) from its last finished epoch (no fold is left to start)", k, threads)
+        attempt += 1
+        jobs.retried[k] = attempt - 1
+        log.warning("fold %d: %s; started again from its last committed epoch (retry %d of %d)", k, why, attempt - 1, jobs.retries)
     with jobs.lock:
         del jobs.job_threads[k]
         _share_freed_cores(jobs)
+    if not why:
+        log.info("%s", fold_line(rundir.load_complete(jobs.run_dir, k), jobs.folds))
+    return k, why
+
+
+def _failure(jobs: FoldJobs, k: int, code: int, reason: str) -> str:
+    """Why fold k's job failed ("" when its fold is complete)."""
+    if code == 0 and rundir.load_complete(jobs.run_dir, k) is not None:
+        return ""
+    if code == watch.NOT_SHARED_EXIT:
+        return (f"its node cannot read the run dir {jobs.run_dir} (see {rundir.LOG}): put hydra.run.dir on storage "
+                "every node mounts at the same path")
+    if reason:
+        return reason
     if code == 0:
-        result = rundir.load_complete(jobs.run_dir, k)
-        if result is None:
-            return k, f"its process ended without completing it (see {rundir.LOG})"
-        log.info("%s", fold_line(result, jobs.folds))
-        return k, ""
+        return f"its process ended without completing it (see {rundir.LOG})"
     if code < 0:
         name = signal.Signals(-code).name
         hint = ": out of memory, or killed by hand" if -code == signal.SIGKILL else ""
-        return k, f"its process was killed by {name}{hint}"
-    return k, f"its process ended with exit status {code} (see {rundir.LOG})"
+        return f"its process was killed by {name}{hint}"
+    return f"its process ended with exit status {code} (see {rundir.LOG})"
 
 
-def _launch(jobs: FoldJobs, k: int, threads: int) -> int:
-    """Run fold k's job with `threads` TensorFlow threads to its end; its exit status."""
-    # Its stderr is this process's: TensorFlow's start-up lines are kept off it in the job itself (src.quiet).
-    proc = subprocess.Popen(jobs.command(k, threads), stdin=subprocess.PIPE,
-                            env={**os.environ, FOLD_JOB: "1", **budget.environment(jobs.deadlines.get(k))})
-    jobs.running[k] = proc
-    code = proc.wait()
-    proc.stdin.close()
+def _launch(jobs: FoldJobs, k: int, threads: int, attempt: int) -> tuple[int, str]:
+    """Run fold k's job with `threads` TensorFlow threads to its end, on the engine: its exit
+    status, and why it ended where the engine says."""
+    env = {FOLD_JOB: "1", watch.ATTEMPT: str(attempt), watch.ENGINE: jobs.engine.name}
+    if jobs.engine.remote:
+        env |= {**jobs.remote_env, **budget.remote_environment(jobs.deadlines.get(k))}
+    else:
+        env |= budget.environment(jobs.deadlines.get(k))
+    output = jobs.run_dir / watch.DIR / f"fold_{k}-%j.out"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    job = jobs.engine.start(Job(k, jobs.command(k, threads), env, threads, output))
+    jobs.running[k] = job
+    code = job.wait()
     del jobs.running[k]
-    return code
+    return code, job.reason
 
 
 def _share_freed_cores(jobs: FoldJobs) -> None:
@@ -153,9 +221,8 @@ def _forward(jobs: FoldJobs):
     no more, and stop this process."""
     def handler(signum, frame):
         jobs.stopping.set()
-        for proc in list(jobs.running.values()):
-            if proc.poll() is None:
-                proc.terminate()
+        for job in list(jobs.running.values()):
+            job.stop()
         raise KeyboardInterrupt
 
     return handler

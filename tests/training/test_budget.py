@@ -12,7 +12,7 @@ import pytest
 from conftest import KILL_MID_EPOCH, check_run_dir, compose_config, run_cv, tiny_overrides
 
 from src.errors import UserError
-from src.training import budget, schedules
+from src.training import budget, schedules, trial
 from src.training.budget import Deadline, FoldDeadline, Plan, Rates
 
 
@@ -110,7 +110,8 @@ def test_a_time_limited_run_plans_records_and_resumes_its_plan(tiny, tmp_path):
     assert json.loads((run_dir / "plan.json").read_text()) == plan
     assert "keeping the plan of 3 epoch(s)" in (run_dir / "cv.log").read_text()
     metrics = check_run_dir(run_dir, folds=2)
-    assert metrics["time_limit"] == {"seconds": 600, "epochs": 3, "rates": plan["rates"]}
+    assert metrics["time_limit"] == {"seconds": 600, "epochs": 3, "folds": 2, "rates": plan["rates"]}
+    assert plan["fold_choice"] is None  # fold=2 was given
     for k in range(2):
         history = (run_dir / f"fold_{k}" / "history.csv").read_text().splitlines()
         assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
@@ -120,6 +121,91 @@ def test_a_time_limited_run_plans_records_and_resumes_its_plan(tiny, tmp_path):
     # another limit is another run
     proc = run_cv([a for a in args if a != "time_limit=10m"] + ["time_limit=20m"], check=False)
     assert proc.returncode == 1 and "time_limit: '10m' → '20m'" in proc.stderr
+
+
+def test_a_budget_buys_each_fold_its_recipes_epochs_then_more_folds():
+    choice = budget.choose_folds({3: 17, 4: 13, 5: 9, 6: 7}, want=12)
+    assert (choice.folds, choice.want) == (4, 12) and "the most that get at least recipe.fold_epochs=12" in choice.why
+    assert budget.choose_folds({3: 17, 4: 13, 5: 12}, want=12).folds == 5  # all of the config's folds
+    few = budget.choose_folds({3: 5, 4: 3, 5: 0}, want=12)
+    assert few.folds == 3 and "the fewest, 3 folds of 5 epochs" in few.why  # the most epochs each
+    assert budget.choose_folds({3: 0, 4: 0}, want=12).folds == 3  # not one epoch: the fewest, whose plan's error follows
+    assert budget.fold_counts(15) == list(range(3, 16)) and budget.fold_counts(2) == [2]
+
+
+def test_a_trial_gets_the_rows_its_share_fits_and_the_most_accurate_recipe_wins():
+    assert trial.trial_rows(60, RATES, epochs=2, batch_size=32, available=50_000) == int((60 - 3 - 1) * 1000 / 2)
+    assert trial.trial_rows(60, RATES, 2, 32, available=10_000) == 10_000  # at most the fold's rows
+    assert trial.trial_rows(1, RATES, 2, 32, 10_000) == 64  # at least two batches
+    trials = [trial.Trial("seed", 0.97, 2000, 2, 10.0), trial.Trial("generic", 0.98, 2000, 2, 12.0),
+              trial.Trial("other", 0.98, 2000, 2, 9.0)]
+    best, why = trial.chosen(trials, share=0.1, limit_s=1200)
+    assert best.recipe == "generic"  # the first listed among equals
+    assert why == ("recipe=auto: generic reached 0.9800 against seed 0.9700, other 0.9800 on one fold's validation rows "
+                   "after 2 epoch(s) on 2,000 training rows each, 31 s in all (recipe.share=0.1 of time_limit=1200s)")
+
+
+def test_recipe_auto_compares_its_candidates_on_one_fold_and_the_run_keeps_its_choice(tiny, tmp_path):
+    """recipe=auto under a small budget (fold=2 given): a trial of seed and of generic on fold 0,
+    then the more accurate trains both folds; run.json, the report and the same command on the
+    finished run dir agree, and nothing is compared again."""
+    run_dir = tmp_path / "run"
+    args = [a for a in tiny_overrides(tiny, tmp_path) if not a.startswith("recipe=")]
+    args += ["recipe=auto", "recipe.share=0.2", "time_limit=60s", "tensorboard=false", f"hydra.run.dir={run_dir}"]
+    run_cv(args)
+    chosen = _check_auto_choice(run_dir)
+    assert json.loads((run_dir / "plan.json").read_text())["fold_choice"] is None  # fold=2 given
+    check_run_dir(run_dir, folds=2)
+    run_cv(args)  # the finished run dir: its recorded choice, nothing compared again
+    assert (run_dir / "cv.log").read_text().count("[src.training.trial]") == 2
+    assert json.loads((run_dir / "run.json").read_text())["resolved_config"]["recipe"] == chosen
+
+
+@pytest.mark.slow  # the budget is filled with folds: 2 to 3 minutes
+@pytest.mark.parametrize("jobs, limit", [(1, 120), (2, 150)])  # fold jobs start slower
+def test_a_budget_without_fold_or_recipe_chooses_both_and_the_run_keeps_them(tiny, tmp_path, jobs, limit):
+    """recipe=auto and no fold=: after the trials, the most folds (3 to conf's 15) that get the
+    chosen recipe's 1 epoch each (epochs=1 given) in what is left. run.json, plan.json, the fold
+    jobs, the report and the same command on the finished run dir agree on both."""
+    run_dir = tmp_path / "run"
+    args = [a for a in tiny_overrides(tiny, tmp_path) if not a.startswith(("recipe=", "jobs=", "fold="))]
+    args += ["recipe=auto", "recipe.share=0.1", f"time_limit={limit}s", f"jobs={jobs}", "tensorboard=false", f"hydra.run.dir={run_dir}"]
+    run_cv(args)
+    _check_auto_choice(run_dir)
+    recorded = json.loads((run_dir / "run.json").read_text())["resolved_config"]
+    plan = json.loads((run_dir / "plan.json").read_text())
+    choice, folds = plan["fold_choice"], plan["folds"]
+    assert choice["folds"] == folds == recorded["fold"] and 3 <= folds <= 15 and choice["want"] == 1
+    assert choice["epochs"][str(folds)] >= 1 and all(e < 1 for k, e in choice["epochs"].items() if int(k) > folds)
+    check_run_dir(run_dir, folds=folds)
+    assert f"Fold count: **{folds}**, chosen for time_limit={limit}s" in (run_dir / "report.md").read_text()
+    run_cv(args)  # the finished run dir: its recorded choices, nothing compared or planned again
+    log = (run_dir / "cv.log").read_text()
+    assert log.count("[src.training.trial]") == 2 and log.count("epochs per fold by fold count") == 1
+    assert json.loads((run_dir / "plan.json").read_text()) == plan
+
+
+def _check_auto_choice(run_dir) -> dict:
+    """run.json, the log and the report of a recipe=auto run agree on what was compared and chosen."""
+    recorded = json.loads((run_dir / "run.json").read_text())["resolved_config"]
+    chosen = recorded["recipe"]
+    assert chosen["name"] in {"seed", "generic"} and set(chosen["compared"]) == {"seed", "generic"}
+    assert chosen["why"].startswith(f"recipe=auto: {chosen['name']} reached {chosen['compared'][chosen['name']]:.4f}")
+    assert chosen["compared"][chosen["name"]] == max(chosen["compared"].values())
+    assert recorded["batch_size"] == 32  # given on the command line: each candidate has it
+    assert recorded["model"]["dropout"] == {"seed": 0.4, "generic": 0.1}[chosen["name"]]
+    assert f"Recipe: **{chosen['name']}**: recipe=auto: " in (run_dir / "report.md").read_text()
+    trials = [line for line in (run_dir / "cv.log").read_text().splitlines() if "[src.training.trial]" in line]
+    assert [line.split("recipe=auto: ")[1].split()[0] for line in trials] == ["seed", "generic"]
+    return chosen
+
+
+def test_recipe_auto_without_a_time_limit_is_refused_leaving_nothing(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cv([a for a in tiny_overrides(tiny, tmp_path) if not a.startswith("recipe=")]
+                  + ["recipe=auto", f"hydra.run.dir={run_dir}"], check=False)
+    assert proc.returncode == 1 and "recipe=auto compares recipes within a share of a time_limit" in proc.stderr.splitlines()[-1]
+    assert not run_dir.exists()
 
 
 def test_a_limit_too_short_is_refused_before_training(tiny, tmp_path):
