@@ -305,11 +305,12 @@ def _plan(cfg: DictConfig, work: Work, inputs: Inputs, place: Placement, limit: 
     startup = time.time() - work.started
     rates = budget.calibrate(lambda: compile_model(data, cfg, place), data, cfg)
     cap = cfg.epochs if "epochs" in given else None
+    n, pseudo, test = len(inputs.dataset.y_train), len(inputs.pseudo.index) if inputs.pseudo else 0, len(inputs.dataset.x_test)
+    measured = {len(inputs.folds): len(data.x_val)}  # the split as it is; another count: its largest fold
 
     def plan_for(folds: int, todo: int) -> Plan:
-        n, pseudo = len(inputs.dataset.y_train), len(inputs.pseudo.index) if inputs.pseudo else 0
-        val = len(data.x_val) if folds == len(inputs.folds) else -(-n // folds)  # another count: its largest fold
-        rows = {"train": n - val + pseudo, "val": val, "test": len(inputs.dataset.x_test)}
+        val = measured.get(folds, -(-n // folds))
+        rows = {"train": n - val + pseudo, "val": val, "test": test}
         jobs = todo if cfg.cluster.engine != "local" else max(1, min(place.runtime.fold_jobs, todo))  # a cluster: all at once
         return budget.make_plan(limit, startup, time.time() - work.started, rates, todo, jobs, rows, cfg.batch_size,
                                 cfg.tta, cfg.epochs, cap)

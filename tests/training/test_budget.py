@@ -176,7 +176,7 @@ def test_a_budget_without_fold_or_recipe_chooses_both_and_the_run_keeps_them(tin
     plan = json.loads((run_dir / "plan.json").read_text())
     choice, folds = plan["fold_choice"], plan["folds"]
     assert choice["folds"] == folds == recorded["fold"] and 3 <= folds <= 15 and choice["want"] == 1
-    assert choice["epochs"][str(folds)] >= 1 and all(e < 1 for k, e in choice["epochs"].items() if int(k) > folds)
+    assert choice["epochs"][str(folds)] == plan["epochs"] >= 1 and all(e < 1 for k, e in choice["epochs"].items() if int(k) > folds)
     check_run_dir(run_dir, folds=folds)
     assert f"Fold count: **{folds}**, chosen for time_limit={limit}s" in (run_dir / "report.md").read_text()
     run_cv(args)  # the finished run dir: its recorded choices, nothing compared or planned again
