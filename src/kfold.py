@@ -7,7 +7,9 @@ Imported only after src.cv has chosen the Keras backend (src.runtime.backend): i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +99,7 @@ def run(cfg: DictConfig, run_dir: Path, command: Command | None = None) -> ensem
         plan, cfg, inputs, work = _plan(cfg, work, inputs, place, limit, command.given)
     claim_run_dir(cfg, inputs, work, place, write=True, ident=None if plan and plan.fold_choice else ident)
     if plan:
-        plan = _record(work.run_dir, plan)
+        plan = _late_start(_record(work.run_dir, plan), work)
         cfg = budget.apply(plan, cfg)
     failed = train(cfg, inputs, work, place, plan, command.fold_job)
     if in_fold_job():  # the run's main process reports and builds the ensemble
@@ -342,6 +344,25 @@ def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Pla
     choice = budget.choose_folds(epochs, want)
     log.info("time_limit: %s (epochs per fold by fold count: %s); fold=K fixes it", choice.why, rundir.fold_counts_text(epochs))
     return choice
+
+
+def _late_start(plan: Plan, work: Work) -> Plan:
+    """In a fold job on a cluster (its deadline a duration): the plan with the epochs that still
+    fit when the job started late (it waited in a queue), so that its schedule ends on time. Its
+    fold dir keeps what it planned (epochs.json), so a retry of it trains to the same epochs."""
+    if not (in_fold_job() and len(work.todo) == 1 and os.environ.get(budget.DEADLINE_LEFT)):
+        return plan
+    fdir = rundir.fold_dir(work.run_dir, work.todo[0])
+    record = fdir / rundir.FOLD_EPOCHS
+    if not record.exists() and epochs_committed(fdir) == 0:
+        epochs = budget.epochs_before(plan, budget.deadline_from_environment(work.todo[0]), time.time())
+        if epochs < plan.epochs:
+            log.warning("fold %d started late: %d epoch(s) fit before its deadline instead of %d; its schedule is laid "
+                        "over them", work.todo[0], epochs, plan.epochs)
+            rundir.write_once(record, {"epochs": epochs, "planned": plan.epochs})
+    if record.exists():
+        return dataclasses.replace(plan, epochs=json.loads(record.read_text())["epochs"])
+    return plan
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:

@@ -251,6 +251,13 @@ def deadlines(plan: Plan, start: float, folds: int) -> list[FoldDeadline]:
     return [FoldDeadline(float(end - after[i // plan.jobs] * fold_total), plan.seconds["predict"]) for i in range(folds)]
 
 
+def epochs_before(plan: Plan, deadline: FoldDeadline, now: float) -> int:
+    """The epochs (at most the plan's, at least 1) a fold starting `now`, with its start-up behind
+    it, can train and still be complete by `deadline`: a fold job that waited in a queue."""
+    fixed_s = plan.seconds["fold"] - plan.seconds["startup"]
+    return max(1, min(plan.epochs, math.floor((deadline.at - now - fixed_s) / plan.seconds["epoch"])))
+
+
 def apply(plan: Plan, cfg: DictConfig) -> DictConfig:
     """The training config under `plan`: its epochs, with an epoch-wise exponential decay
     stretched or squeezed so that the planned epochs span the schedule's whole range."""

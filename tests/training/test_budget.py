@@ -65,6 +65,31 @@ def test_deadlines_leave_room_for_the_later_waves():
     assert found[0].at == pytest.approx(end - (1 + math.sqrt(0.5)) * fold_total)
 
 
+def test_a_fold_job_that_starts_late_plans_the_epochs_that_still_fit():
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 4, ROWS, 128, 0, 45, None)  # a cluster: all four at once
+    seconds = plan.seconds
+    on_time = FoldDeadline(1000.0 + seconds["fold"] + plan.epochs * seconds["epoch"], seconds["predict"])
+    assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"]) == plan.epochs
+    late = 3.5 * seconds["epoch"]  # waited in a queue
+    assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"] + late) == plan.epochs - 4
+    assert budget.epochs_before(plan, on_time, now=on_time.at) == 1  # at least one
+
+
+def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_path, monkeypatch):
+    from src.cluster import watch
+
+    deadline = FoldDeadline(time.time() + 300, 2.0)
+    env = budget.remote_environment(deadline)  # at submission: a duration, no clock time
+    assert float(env[budget.DEADLINE_LEFT].split(",")[0]) == pytest.approx(300, abs=1)
+    monkeypatch.setenv(budget.DEADLINE_LEFT, env[budget.DEADLINE_LEFT])
+    monkeypatch.delenv(budget.DEADLINE, raising=False)
+    assert budget.deadline_from_environment(1).at == pytest.approx(time.time() + 300, abs=1)  # no heartbeat: from its start
+    beat = watch.Heartbeat(tmp_path, every_s=60, left=lambda: {1: 120.0})  # the main process, 180 s later by its clock
+    monkeypatch.setenv(watch.HEARTBEAT_FILE, str(beat.path))
+    found = budget.deadline_from_environment(1)
+    assert found.at == pytest.approx(time.time() + 120, abs=1) and found.tail_s == 2.0
+
+
 def test_the_exponential_schedule_is_laid_over_the_planned_epochs():
     cfg = compose_config(["epochs=45"])
     plan = Plan(600, 5, 45, 5, 2, {}, {})
