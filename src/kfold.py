@@ -215,7 +215,7 @@ def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: P
     deadlines = dict(zip(todo, budget.deadlines(plan, work.started, len(todo)))) if plan else {}
     if in_fold_job():  # its run's main process set its deadline
         deadlines = {k: budget.deadline_from_environment(k) for k in todo}
-    remote = bool(fold_job) and not in_fold_job() and cfg.cluster.engine != "local"
+    remote = bool(fold_job and todo) and not in_fold_job() and cfg.cluster.engine != "local"
     jobs = len(todo) if remote else max(1, min(rt.fold_jobs, len(todo)))
     threads = cfg.cluster.cpus_per_job if remote else rt.job_threads
     if inputs.pseudo:

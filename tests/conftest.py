@@ -64,6 +64,12 @@ def compose_config(overrides: list[str] = (), checked: bool = True):
     return cli.compose_config(overrides, checked=checked)
 
 
+def data_only(tiny: dict[str, Path], tmp_path: Path) -> list[str]:
+    """What a resume on another machine must still give: where the data is (compared by content), and jobs."""
+    return [a for a in tiny_overrides(tiny, tmp_path) if a.split("=")[0] in {"data.train", "data.test", "data.test_labels",
+                                                                             "data.cache_dir", "jobs"}]
+
+
 def run_cv(args: list[str], prelude: str = "", check: bool = True, site: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m src.cv ARGS` in a fresh process (optionally after `prelude` Python code), with

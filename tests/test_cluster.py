@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, check_run_dir, run_cv, snapshot, tiny_overrides
+from conftest import REPO, check_run_dir, data_only, run_cv, snapshot, tiny_overrides
 
 from src.cluster import watch
 
@@ -125,6 +125,20 @@ if os.environ.get("KFOLD_FOLD_JOB") == "1" and "fold_index=1" in sys.argv and no
     log = (run_dir / "cv.log").read_text()
     assert "fold 1: its process was killed by SIGKILL" in log and "retry 1 of 1" in log
     assert "fold(s) retried after their job failed: fold 1 (1x)" in proc.stderr + log
+
+
+def test_a_run_begun_here_resumes_on_ray(ray_cluster, tiny, finished_run, tmp_path):
+    """A local run killed after its fold 0 resumes with cluster=ray (cluster can never change
+    results): only fold 1 goes to the cluster, fold 0's files stay as they were."""
+    from conftest import unfinished_copy
+
+    run_dir = unfinished_copy(finished_run, tmp_path / "run")
+    before = snapshot(run_dir / "fold_0")
+    run_cv(data_only(tiny, tmp_path) + ["cluster=ray", "cluster.heartbeat_s=1", f"hydra.run.dir={run_dir}"],
+           env={"RAY_ADDRESS": ray_cluster})
+    check_run_dir(run_dir, folds=2)
+    assert snapshot(run_dir / "fold_0") == before and done(run_dir, 0)["cluster"]["engine"] == "local"
+    assert done(run_dir, 1)["cluster"]["engine"] == "ray"
 
 
 def test_a_sweep_of_runs_goes_to_ray_through_the_kfold_ray_launcher(ray_cluster, tiny, tmp_path):

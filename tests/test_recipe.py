@@ -12,15 +12,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config, run_cv, run_old_cv, snapshot, tiny_overrides, unfinished_copy
+from conftest import REPO, compose_config, data_only, run_cv, run_old_cv, snapshot, tiny_overrides, unfinished_copy
 from src import recipe
 from src.errors import UserError
-
-
-def _data_only(tiny, tmp_path) -> list[str]:
-    """What a resume on another machine must still give: where the data is (compared by content), and jobs."""
-    return [a for a in tiny_overrides(tiny, tmp_path) if a.split("=")[0] in {"data.train", "data.test", "data.test_labels",
-                                                                             "data.cache_dir", "jobs"}]
 
 
 @pytest.mark.slow  # 80 s; the legacy run dirs' resume covers a recorded recipe in the default suite
@@ -41,7 +35,7 @@ def test_a_run_resumed_by_its_run_dir_alone_keeps_its_recipe_after_the_defaults_
         assert old in text, (path, old)
         (code / "conf" / path).write_text(text.replace(old, new))
     fold0 = snapshot(run_dir / "fold_0")
-    resumed = run_old_cv(code, _data_only(tiny, tmp_path) + ["deterministic=true", f"hydra.run.dir={run_dir}"])
+    resumed = run_old_cv(code, data_only(tiny, tmp_path) + ["deterministic=true", f"hydra.run.dir={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert snapshot(run_dir / "fold_0") == fold0
 
@@ -52,7 +46,7 @@ def test_a_run_resumed_by_its_run_dir_alone_keeps_its_recipe_after_the_defaults_
                                    pd.read_csv(whole / name).filter(regex=r"^p\d").to_numpy(), atol=1e-6)
     assert json.loads((run_dir / "metrics.json").read_text())["cv_mean"] == json.loads((whole / "metrics.json").read_text())["cv_mean"]
 
-    changed = run_old_cv(code, _data_only(tiny, tmp_path) + ["epochs=3", f"hydra.run.dir={run_dir}"])
+    changed = run_old_cv(code, data_only(tiny, tmp_path) + ["epochs=3", f"hydra.run.dir={run_dir}"])
     assert changed.returncode == 1 and "epochs: 2 → 3" in changed.stderr  # what the command gives is compared
 
 
@@ -73,7 +67,7 @@ def test_a_recorded_target_outside_the_registry_is_refused_by_name_and_nothing_r
     (run_dir / "run.json").write_text(json.dumps(record))
     files = lambda: {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "cv.log" and ".hydra" not in p.parts}
     before = files()
-    proc = run_cv(_data_only(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"], check=False)
+    proc = run_cv(data_only(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"], check=False)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and key in last and repr(target) in last and "refused" in last
     assert not (run_dir / "fold_1").exists()

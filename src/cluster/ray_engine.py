@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -80,7 +81,7 @@ class RayEngine:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cluster=ray could not connect to the Ray cluster at {address}: {' '.join(str(e).split())[:300]}") from None
-        cloudpickle.register_pickle_by_value(__import__(__name__, fromlist=["_run_fold"]))
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
         self.cfg, self.task = cfg, ray.remote(_run_fold)
         log.info("cluster=ray: connected to %s (%s)", address, ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items())
                                                                           if k in ("CPU", "GPU")))

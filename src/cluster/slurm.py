@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
@@ -23,10 +23,10 @@ from src.errors import UserError
 log = logging.getLogger(__name__)
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STAGE_OUT", "SIGNALING"}
-ENDED = {"CANCELLED": "cancelled (scancel, or its time ran out before it started)", "FAILED": "failed",
-         "TIMEOUT": "killed at its Slurm time limit (cluster.time)", "NODE_FAIL": "lost with its node",
-         "OUT_OF_MEMORY": "killed for memory (raise cluster.mem)", "PREEMPTED": "preempted", "BOOT_FAIL": "lost: its node did not boot",
-         "DEADLINE": "ended at its Slurm deadline"}
+ENDED = {"CANCELLED": "was cancelled (scancel, or its time ran out before it started)", "FAILED": "failed",
+         "TIMEOUT": "was killed at its Slurm time limit (cluster.time)", "NODE_FAIL": "was lost with its node",
+         "OUT_OF_MEMORY": "was killed for memory (raise cluster.mem)", "PREEMPTED": "was preempted",
+         "BOOT_FAIL": "was lost: its node did not boot", "DEADLINE": "ended at its Slurm deadline"}
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
@@ -38,7 +38,6 @@ class SlurmJob:
     ident: str
     poll_s: float
     reason: str = ""
-    stopped: bool = field(default=False)
 
     def state(self) -> tuple[str, int | None]:
         """The job's state and exit status as Slurm has them ("" when it no longer knows the job)."""
@@ -63,11 +62,11 @@ class SlurmJob:
             time.sleep(self.poll_s)
         if state in ("COMPLETED", ""):  # "": Slurm forgot it (MinJobAge): done.json says whether it finished
             return code or 0
-        self.reason = f"its Slurm job {self.ident} was {ENDED.get(state, state.lower())}"
+        status = f" (exit status {code}; its output: .cluster/ in the run dir)" if code and code > 0 else ""
+        self.reason = f"its Slurm job {self.ident} {ENDED.get(state, 'ended ' + state.lower())}{status}"
         return code if code else -signal.SIGTERM
 
     def stop(self) -> None:
-        self.stopped = True
         _run(["scancel", "--signal=TERM", "--full", self.ident])
 
 

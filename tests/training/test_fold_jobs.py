@@ -4,12 +4,13 @@ other fold finishes, and the re-run trains only the killed one."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
 import pytest
 
-from conftest import check_run_dir, run_cv, snapshot, tiny_overrides
+from conftest import check_run_dir, data_only, run_cv, snapshot, tiny_overrides
 from src import rundir
 
 # A sitecustomize.py: in the fold job of fold FOLD, SIGKILL the process at epoch EPOCH, batch BATCH.
@@ -139,3 +140,14 @@ def test_a_lone_last_fold_goes_on_with_the_freed_cores(tiny, tmp_path):
     assert not (run_dir / f"fold_{k}" / "regroup").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["complete"] and [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("engine", ["ray", "slurm"])
+def test_a_finished_run_run_again_on_a_cluster_is_left_as_it_was_without_reaching_one(tiny, finished_run, tmp_path, engine):
+    """cluster= can never change results: a finished local run given another engine is the same
+    run, and with no fold left no engine is asked for (none is running here)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    before = snapshot(run_dir / "fold_1")
+    proc = run_cv(data_only(tiny, tmp_path) + [f"cluster={engine}", f"hydra.run.dir={run_dir}"])  # no RAY_ADDRESS: connecting would fail
+    assert proc.returncode == 0 and snapshot(run_dir / "fold_1") == before
