@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run_dir: Path, command: Command | None = None) -> ensem
         plan = _late_start(_record(work.run_dir, plan), work)
         cfg = budget.apply(plan, cfg)
     failed = train(cfg, inputs, work, place, plan, command.fold_job)
-    if in_fold_job():  # the run's main process reports and builds the ensemble
+    if in_fold_job() and not os.environ.get(watch.FINISH):  # the run's main process reports and builds the ensemble
         return None
     return finish(cfg, inputs, work.run_dir, failed)
 

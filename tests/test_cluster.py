@@ -310,3 +310,23 @@ def test_bench_cluster_smoke(ray_cluster, tmp_path):
     found = json.loads((tmp_path / "results.json").read_text())
     assert found["local"]["wall_s"] > 0 and len(found["ray"]["nodes"]) == 2
     assert "ray: wall" in proc.stdout and "overhead per fold job" in proc.stdout
+
+
+def test_slurm_without_waiting_submits_returns_and_the_last_job_builds_the_ensemble(slurm, tiny, tmp_path):
+    """cluster.wait=false: the command submits both fold jobs and returns at once with their ids;
+    nothing watches the jobs (no heartbeat), they complete on their own, and the one that
+    completes the last fold builds the ensemble; the same command then leaves it as it is."""
+    run_dir = tmp_path / "run"
+    args = cluster_overrides(tiny, tmp_path, "slurm", "cluster.wait=false", f"hydra.run.dir={run_dir}")
+    run_cv(args, env=slurm)
+    log = (run_dir / "cv.log").read_text()
+    assert "submitted 2 fold job(s)" in log and "not waiting (cluster.wait=false)" in log
+    assert not (run_dir / ".cluster" / "heartbeat.json").exists()
+    end = time.monotonic() + 180
+    while [j for j in _squeue(slurm) if j[1].startswith("kfold-")] and time.monotonic() < end:
+        time.sleep(0.5)
+    check_run_dir(run_dir, folds=2)
+    built = lambda: {n: (run_dir / n).stat().st_mtime_ns for n in ("submission.csv", "metrics.json", "report.md")}  # noqa: E731
+    before = built()
+    run_cv(args, env=slurm)
+    assert built() == before and (run_dir / "cv.log").read_text().count("submitted 2 fold job(s)") == 1

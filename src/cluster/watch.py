@@ -29,6 +29,7 @@ WATCH = "KFOLD_WATCH"  # stdin | heartbeat (absent: none)
 HEARTBEAT_FILE, STALE = "KFOLD_HEARTBEAT", "KFOLD_STALE_S"
 TOKEN_FILE, TOKEN_VALUE, SHARED_WAIT = "KFOLD_TOKEN_FILE", "KFOLD_TOKEN", "KFOLD_SHARED_WAIT_S"
 ENGINE, NODE_ID, JOB_ID, ATTEMPT = "KFOLD_ENGINE", "KFOLD_NODE_ID", "KFOLD_JOB_ID", "KFOLD_ATTEMPT"
+FINISH = "KFOLD_FINISH"  # a fold job with no waiting parent: the one that completes the last fold builds the ensemble
 NOT_SHARED_EXIT = 76  # a fold job's exit status when it cannot read its run's token
 
 

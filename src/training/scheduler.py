@@ -90,19 +90,19 @@ def run_fold_jobs(jobs: FoldJobs, parallel: int, clock: RunClock) -> dict[int, s
 
 def submit_fold_jobs(jobs: FoldJobs) -> dict[int, str]:
     """cluster.wait=false: start every fold job on the engine and return at once. Nothing watches
-    them, so none stops for want of a parent; once they end, the same command builds the
-    ensemble (and starts again any that failed)."""
+    them, so none stops for want of a parent; the one that completes the last fold builds the
+    ensemble, and the same command starts again any that failed."""
     token, value = watch.write_token(jobs.run_dir)
     shared = {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value, **jobs.remote_env}
     idents = []
     for k in jobs.todo:
-        env = {FOLD_JOB: "1", watch.ATTEMPT: "1", watch.ENGINE: jobs.engine.name, **shared,
+        env = {FOLD_JOB: "1", watch.FINISH: "1", watch.ATTEMPT: "1", watch.ENGINE: jobs.engine.name, **shared,
                **budget.remote_environment(jobs.deadlines.get(k))}
         output = jobs.run_dir / watch.DIR / f"fold_{k}-%j.out"
         idents.append(jobs.engine.start(Job(k, jobs.command(k, jobs.threads), env, jobs.threads, output)).ident)
     log.info("submitted %d fold job(s) (%s: %s) and not waiting (cluster.wait=false): see them with `squeue -j %s`; "
-             "once they have ended, run the same command to build the ensemble", len(idents), jobs.engine.name,
-             " ".join(idents), ",".join(idents))
+             "the job that completes the last fold builds the ensemble, and if one fails, the same command starts "
+             "what is missing", len(idents), jobs.engine.name, " ".join(idents), ",".join(idents))
     return {}
 
 
