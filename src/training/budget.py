@@ -175,7 +175,8 @@ class FoldChoice:
 def choose_folds(epochs: dict[int, int], want: int) -> FoldChoice:
     """The most folds whose epochs per fold reach `want`: a budget first buys each fold the epochs
     its recipe needs (`recipe.fold_epochs`), then more folds. When no count reaches `want`, the
-    fewest folds (the most epochs each); None when not one epoch fits any count."""
+    fewest folds (the most epochs each; 0 when not one epoch fits any count, which the plan of
+    that count then refuses)."""
     enough = [k for k, e in epochs.items() if e >= want]
     if enough:
         k = max(enough)

@@ -92,14 +92,9 @@ def submit_fold_jobs(jobs: FoldJobs) -> dict[int, str]:
     """cluster.wait=false: start every fold job on the engine and return at once. Nothing watches
     them, so none stops for want of a parent; the one that completes the last fold builds the
     ensemble, and the same command starts again any that failed."""
-    token, value = watch.write_token(jobs.run_dir)
-    shared = {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value, **jobs.remote_env}
-    idents = []
-    for k in jobs.todo:
-        env = {FOLD_JOB: "1", watch.FINISH: "1", watch.ATTEMPT: "1", watch.ENGINE: jobs.engine.name, **shared,
-               **budget.remote_environment(jobs.deadlines.get(k))}
-        output = jobs.run_dir / watch.DIR / f"fold_{k}-%j.out"
-        idents.append(jobs.engine.start(Job(k, jobs.command(k, jobs.threads), env, jobs.threads, output)).ident)
+    _share_run_dir(jobs)
+    jobs.remote_env[watch.FINISH] = "1"
+    idents = [_start(jobs, k, jobs.threads, attempt=1).ident for k in jobs.todo]
     log.info("submitted %d fold job(s) (%s: %s) and not waiting (cluster.wait=false): see them with `squeue -j %s`; "
              "the job that completes the last fold builds the ensemble, and if one fails, the same command starts "
              "what is missing", len(idents), jobs.engine.name, " ".join(idents), ",".join(idents))
@@ -107,18 +102,23 @@ def submit_fold_jobs(jobs: FoldJobs) -> dict[int, str]:
 
 
 def _watched(jobs: FoldJobs) -> watch.Heartbeat:
-    """Before jobs start on other nodes: the token they check the run dir by, and the heartbeat
-    (with each fold's seconds left) they watch this process by; what they are told goes to
-    jobs.remote_env."""
-    token, value = watch.write_token(jobs.run_dir)
+    """Before jobs start on other nodes: the run dir shared with them (`_share_run_dir`), and the
+    heartbeat (with each fold's seconds left) they watch this process by, named in jobs.remote_env."""
+    _share_run_dir(jobs)
     left = lambda: {k: d.at - time.time() for k, d in jobs.deadlines.items()}  # noqa: E731
     heartbeat = watch.Heartbeat(jobs.run_dir, jobs.heartbeat_s, left)
     heartbeat.start()
-    jobs.remote_env |= {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value, watch.WATCH: "heartbeat",
-                        watch.HEARTBEAT_FILE: str(heartbeat.path.resolve())}
+    jobs.remote_env |= {watch.WATCH: "heartbeat", watch.HEARTBEAT_FILE: str(heartbeat.path.resolve())}
+    return heartbeat
+
+
+def _share_run_dir(jobs: FoldJobs) -> None:
+    """The token jobs on other nodes check the run dir by, written there and named in
+    jobs.remote_env, with this process's PYTHONPATH."""
+    token, value = watch.write_token(jobs.run_dir)
+    jobs.remote_env |= {watch.TOKEN_FILE: str(token), watch.TOKEN_VALUE: value}
     if os.environ.get("PYTHONPATH"):
         jobs.remote_env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
-    return heartbeat
 
 
 def _run_one(jobs: FoldJobs, k: int) -> tuple[int, str]:
@@ -171,6 +171,16 @@ def _failure(jobs: FoldJobs, k: int, code: int, reason: str) -> str:
 def _launch(jobs: FoldJobs, k: int, threads: int, attempt: int) -> tuple[int, str]:
     """Run fold k's job with `threads` TensorFlow threads to its end, on the engine: its exit
     status, and why it ended where the engine says."""
+    job = _start(jobs, k, threads, attempt)
+    jobs.running[k] = job
+    code = job.wait()
+    del jobs.running[k]
+    return code, job.reason
+
+
+def _start(jobs: FoldJobs, k: int, threads: int, attempt: int) -> Running:
+    """Start fold k's job on the engine: its command line, and its environment (its deadline, and
+    on other nodes what jobs.remote_env tells them); a remote job's output goes to .cluster/."""
     env = {FOLD_JOB: "1", watch.ATTEMPT: str(attempt), watch.ENGINE: jobs.engine.name}
     if jobs.engine.remote:
         env |= {**jobs.remote_env, **budget.remote_environment(jobs.deadlines.get(k))}
@@ -178,11 +188,7 @@ def _launch(jobs: FoldJobs, k: int, threads: int, attempt: int) -> tuple[int, st
         env |= budget.environment(jobs.deadlines.get(k))
     output = jobs.run_dir / watch.DIR / f"fold_{k}-%j.out"
     output.parent.mkdir(parents=True, exist_ok=True)
-    job = jobs.engine.start(Job(k, jobs.command(k, threads), env, threads, output))
-    jobs.running[k] = job
-    code = job.wait()
-    del jobs.running[k]
-    return code, job.reason
+    return jobs.engine.start(Job(k, jobs.command(k, threads), env, threads, output))
 
 
 def _share_freed_cores(jobs: FoldJobs) -> None:
