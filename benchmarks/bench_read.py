@@ -7,7 +7,7 @@
 Rows, each measured in its own process (peak memory is that process's VmHWM, from wait4):
   parse      src.inputs.dataset.csv_file_parse of an N-row, 784-pixel test CSV: MB/s, peak memory
   cache      the same file read again through the parse cache, and the SHA-256 of the file alone
-  predict    `python -m src.predict` of a finished run (2 folds, model=softmax, trained here on the
+  predict    `python -m src.predict` of a finished run (`--run`, or 2 folds of model=softmax trained here on the
              embedded sample) on that CSV: wall seconds and peak memory (target: under 2.5 GB at 1M rows)
   wide       1,000 rows x 100,000 columns: refused or read, in seconds (target: under 3 s)
   cv         with --cv: `python -m src.cv fold=2 epochs=1 model=softmax` on an N-row train CSV,
@@ -110,11 +110,13 @@ def inner(m: dict) -> float:
     return round(float(re.findall(r"SECONDS ([0-9.]+)", m["tail"])[-1]), 2)
 
 
-def finished_run(root: Path) -> Path:
-    """A finished 2-fold run on the embedded sample (model=softmax: prediction costs little, so the
-    predict row measures reading and memory)."""
-    run_dir = root / "run"
+def finished_run(root: Path, given: Path | None = None) -> Path:
+    """`given`, or a finished 2-fold run on the embedded sample (model=softmax: prediction costs
+    little, so the predict row measures reading and memory)."""
+    run_dir = given or root / "run"
     if not (run_dir / "metrics.json").exists():
+        if given:
+            sys.exit(f"bench_read: --run {given} is not a finished run of src.cv (no metrics.json)")
         proc = subprocess.run([sys.executable, "-m", "src.cv", "data=sample", "fold=2", "epochs=1", "model=softmax", "augment=none",
                                f"data.cache_dir={root / 'cache'}", f"hydra.run.dir={run_dir}", "tensorboard=false"],
                               cwd=REPO, capture_output=True, text=True)
@@ -131,6 +133,7 @@ def main() -> None:
     ap.add_argument("--cv-seconds", type=float, default=60)
     ap.add_argument("--dir", type=Path, help="where the files go (default: a temporary dir, removed)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--run", type=Path, help="a finished run of 28x28 digits to predict with (default: one trained here)")
     args = ap.parse_args()
     rows, wide_columns = (2_000, 2_000) if args.smoke else (args.rows, 100_000)
     if args.dir:
@@ -153,7 +156,7 @@ def main() -> None:
         results["cache"] = {**_short(again), "read_seconds": inner(again), "sha256_seconds": inner(hashed),
                             "over_hash_seconds": round(inner(again) - inner(hashed), 2)}
 
-        run_dir = finished_run(root)
+        run_dir = finished_run(root, args.run)
         out = root / "pred.csv"
         pred = measured([sys.executable, "-m", "src.predict", f"run_dir={run_dir}", f"input={test}", f"output={out}",
                          f"data.cache_dir={root / 'cache2'}"], env={"PYTHONPATH": str(REPO)})

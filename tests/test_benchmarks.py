@@ -37,16 +37,18 @@ def test_device_check_smoke(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device_check.json", "smoke.cv.log", "smoke.log"]
 
 
-def test_bench_read_smoke(tmp_path):
+def test_bench_read_smoke(finished_run, tmp_path):
     out = tmp_path / "read.json"
-    proc = subprocess.run([sys.executable, "benchmarks/bench_read.py", "--smoke", "--dir", str(tmp_path), "--json", str(out)],
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")  # predicting with it writes to its dir
+    proc = subprocess.run([sys.executable, "benchmarks/bench_read.py", "--smoke", "--dir", str(tmp_path), "--json", str(out),
+                           "--run", str(run_dir)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["rows"] == 2000 and result["parse"]["mb_per_s"] > 0 and result["predict"]["rows_written"] == 2000
     assert result["cache"]["read_seconds"] >= 0 and result["predict"]["peak_gib"] > 0
     assert result["wide"]["said"][0].startswith("refused: ") and result["wide"]["said"][1] == "(1000, 1, 2000, 1)"
-    assert list(tmp_path.iterdir()) == [out]  # its files go with it
+    assert sorted(tmp_path.iterdir()) == [out, run_dir]  # its own files go with it
 
 
 def test_bench_serve_smoke(finished_run, tmp_path):
@@ -86,6 +88,7 @@ def test_bench_train_smoke(tmp_path):
     assert result["train_fraction_of_bf16_limit"] > 0 and result["machine"]["cpu"]["model"] in proc.stdout
 
 
+@pytest.mark.slow  # -m slow for the suite's time: bench_train's smoke times the same step
 def test_bench_step_smoke(tmp_path):
     out = tmp_path / "step.json"
     proc = _smoke("bench_step.py", "--json", str(out))
@@ -94,6 +97,7 @@ def test_bench_step_smoke(tmp_path):
     assert result["bf16_limit_gflops"] > 0 and "of the bf16 matmul limit" in proc.stdout
 
 
+@pytest.mark.slow  # -m slow for the suite's time: bench_fold's smoke runs the same harness, test_fold_jobs jobs=auto
 def test_bench_parallel_smoke(tmp_path):
     out = tmp_path / "parallel.json"
     proc = _smoke("bench_parallel.py", "--json", str(out))
@@ -102,7 +106,7 @@ def test_bench_parallel_smoke(tmp_path):
     assert "jobs=auto ran" in proc.stdout
 
 
-@pytest.mark.parametrize("script", ["bench_accuracy.py", "bench_recipes.py"])
+@pytest.mark.parametrize("script", ["bench_accuracy.py", pytest.param("bench_recipes.py", marks=pytest.mark.slow)])  # the same rows
 def test_accuracy_benchmarks_smoke(script, tmp_path):
     proc = _smoke(script, "--out", str(tmp_path))
     record = json.loads((tmp_path / ("results.json" if script == "bench_accuracy.py" else "recipes.json")).read_text())
