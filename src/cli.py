@@ -70,17 +70,23 @@ CHOSEN = {"recipe", "experiment", "model"}  # a recipe, or a part of one, the us
 
 def recipe_for_files(overrides: Sequence[str]) -> list[str]:
     """`overrides` with the recipe their competition gets, where they choose none (no recipe=,
-    experiment= or model=): the preset's `data.recipe` for `data=PRESET`, the generic recipe for
-    files given by path (`data.train=` or `data.dir=`) with no preset: the default preset's seed
-    recipe was chosen for digits, the generic one across competitions (docs/recipes.md)."""
+    experiment= or model=): the preset's (`data=PRESET`, else the default one) `data.recipe`, or
+    with a `time_limit=` its `data.timed_recipe` where it names one; the generic recipe for files
+    given by path (`data.train=` or `data.dir=`) with no preset. The digit presets' seed recipe was
+    chosen for digits without a budget, the generic one across competitions and for digits within
+    one (docs/recipes.md)."""
     keys = {override_key(o) for o in overrides if not o.startswith("-")}
     if keys & CHOSEN:
         return list(overrides)
     preset = [o for o in overrides if override_key(o) == "data"]
-    if preset:
-        name = _compose(preset).data.get("recipe", "seed")
+    timed = any(override_key(o) == "time_limit" and o.partition("=")[2] not in ("", "null") for o in overrides)
+    if keys & FILE_KEYS and not preset:
+        name = "generic"
+    elif preset or timed:
+        data = _compose(preset).data
+        name = (data.get("timed_recipe") if timed else None) or data.get("recipe", "seed")
     else:
-        name = "generic" if keys & FILE_KEYS else "seed"
+        name = "seed"
     return list(overrides) if name == "seed" else [*overrides, f"recipe={name}"]
 
 

@@ -222,7 +222,7 @@ def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: P
         log.info("pseudo-labels: %d test images at probability ≥ %s from %s join every fold's training rows",
                  len(inputs.pseudo.index), inputs.pseudo.record["threshold"], cfg.pseudo.run_dir)
     if not in_fold_job():
-        log.info("recipe %s: %s", cfg.recipe.name or "not named", cfg.recipe.why)  # a run dir from before: LATER_KEYS
+        log.info("recipe %s: %s", cfg.recipe.name or "not named", rundir.recipe_why(cfg))  # a run dir from before: LATER_KEYS
     log.info("%d fold(s), %d to train %s %s, × %d epoch(s), batch %d (%d per replica × %d replica(s), %s); %s%s",
              len(inputs.folds), len(todo), f"on cluster={cfg.cluster.engine}" if remote else "here", todo, cfg.epochs,
              cfg.batch_size, cfg.batch_size // replicas, replicas, strategy_mod.strategy_name(place.strategy), rt.summary(),

@@ -101,7 +101,7 @@ VOLATILE = (
     "pseudo.run_dir",  # the source is compared by what it gives (run.json's "pseudo")
     "data.sample_submission",  # compared by what it gives (submission_format.json)
     "data.dir", "data.kaggle",
-    "data.recipe",  # which recipe the preset suggests: the recipe's own keys are compared
+    "data.recipe", "data.timed_recipe",  # which recipe the preset suggests: the recipe's own keys are compared
     # how a new run chooses its fold count and (recipe=auto) its recipe: what they chose is recorded in fold and the recipe's keys
     "recipe.fold_epochs", "recipe.candidates", "recipe.share", "recipe.trial_epochs", "recipe.compared",
 )
@@ -401,6 +401,15 @@ def write_once(path: Path, record: dict) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def recipe_why(cfg) -> str:
+    """Why a run's recipe (a config or run.json's resolved config) trains it: its own `why`, and
+    where its preset chose it for the time_limit (data.timed_recipe) rather than as its recipe."""
+    named = cfg.get("recipe") or {"name": None, "why": LATER_KEYS["recipe.why"]}
+    data = cfg.get("data") or {}
+    timed = cfg.get("time_limit") and named["name"] and data.get("timed_recipe") == named["name"] != data.get("recipe")
+    return f"{named['why']} (the preset's recipe under a time_limit: data.timed_recipe)" if timed else named["why"]
 
 
 def fold_counts_text(epochs: dict) -> str:

@@ -46,6 +46,7 @@ class Data:
     batch_size: int
     cache_dir: Optional[str]
     recipe: str
+    timed_recipe: Optional[str] = field(default=None, kw_only=True)  # with a time_limit (null: recipe); a schema node after a preset resets it
 
 
 @dataclass

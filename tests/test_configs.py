@@ -172,6 +172,23 @@ def test_files_given_by_path_get_the_generic_recipe_unless_a_preset_recipe_or_ex
     assert compose_config(["data.train=a.csv", "model=softmax"]).recipe.name == "seed"  # a model of one's own: as before
 
 
+def test_a_digit_preset_with_a_time_limit_gets_its_timed_recipe_and_without_one_the_seed_recipe():
+    for preset in ([], ["data=digit_recognizer"], ["data=kannada_mnist"], ["data=sample"]):
+        assert compose_config(preset).recipe.name == "seed"
+        assert compose_config([*preset, "time_limit=12m"]).recipe.name == "generic"
+        assert compose_config([*preset, "time_limit=null"]).recipe.name == "seed"
+        assert compose_config([*preset, "time_limit=12m", "experiment=kfold_cnn"]).recipe.name == "kfold_cnn"
+        assert compose_config([*preset, "time_limit=12m", "recipe=seed"]).recipe.name == "seed"
+    assert compose_config(["data=fashion_mnist", "time_limit=12m"]).recipe.name == "generic"
+    from src.rundir import recipe_why  # what the log and the report say
+
+    assert recipe_why(compose_config(["time_limit=12m"])).endswith("(the preset's recipe under a time_limit: data.timed_recipe)")
+    assert "timed_recipe" not in recipe_why(compose_config(["data=fashion_mnist", "time_limit=12m"]))
+    from src.cli import preset_overrides  # the timed recipe is the preset's, not a key the user gave
+
+    assert preset_overrides(["data=digits", "time_limit=12m"]) == (["data=digits", "recipe=generic"], ["data=digits", "time_limit=12m"])
+
+
 def test_the_given_keys_of_a_command_on_files_by_path_are_measured_from_the_generic_recipe():
     from src.cli import preset_overrides
 

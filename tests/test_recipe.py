@@ -102,3 +102,19 @@ def test_recorded_interpolations_stay_text_and_given_keys_come_from_the_command(
     assert out.callbacks == {}
     with pytest.raises(UserError, match=re.escape("run.json: model._target_: 'keras.saving.load_model'")):
         recipe.check_targets({"model": {"_target_": "keras.saving.load_model"}}, set(), "run.json: ")
+
+
+@pytest.mark.slow  # 30 s; the mechanism (a recipe the command does not give comes from run.json) is the test above's
+def test_a_time_limited_digits_run_started_on_the_seed_recipe_resumes_on_it_now_that_a_limit_brings_the_generic_one(
+        tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["data=digit_recognizer", *[a for a in tiny_overrides(tiny, tmp_path) if a != "recipe=seed"], "epochs=1",
+            "time_limit=10m", f"hydra.run.dir={run_dir}"]
+    run_cv(args + ["recipe=seed", "fold_index=0"])  # what `time_limit=` gave a digit preset before data.timed_recipe
+    assert json.loads((run_dir / "run.json").read_text())["resolved_config"]["recipe"]["name"] == "seed"
+    fold0 = snapshot(run_dir / "fold_0")
+    run_cv(args)  # the same command, as before: the preset now suggests the generic recipe
+    assert snapshot(run_dir / "fold_0") == fold0
+    record = json.loads((run_dir / "run.json").read_text())["resolved_config"]
+    assert record["recipe"]["name"] == "seed" and record["batch_size"] == 32 and record["model"]["dropout"] == 0.4
+    assert json.loads((run_dir / "metrics.json").read_text())["complete"]

@@ -95,7 +95,7 @@ def recipe_lines(record: dict) -> list[str]:
     shown = [text.format(aug[key]) for key, text in AUGMENTS if aug.get("enabled", True) and aug.get(key)]
     knobs = ", ".join(f"{k} {v}" for k, v in model.items() if not k.startswith("_") and not isinstance(v, (dict, list)))
     epochs = f"epochs for time_limit={cfg['time_limit']} (plan.json)" if cfg.get("time_limit") else f"{cfg.get('epochs', '?')} epochs"
-    return [f"Recipe: **{named['name'] or 'not named'}**: {named['why']}.",
+    return [f"Recipe: **{named['name'] or 'not named'}**: {rundir.recipe_why(cfg)}.",
             f"Model `{model.get('_target_', '?')}` ({knobs or 'its defaults'}), batch {cfg.get('batch_size', '?')}, "
             f"{epochs}, schedule `{str(cfg.get('schedule', {}).get('_target_', '?')).rsplit('.', 1)[-1]}`, "
             f"learning rate {cfg.get('optimizer', {}).get('learning_rate', '?')}; augmentation: {', '.join(shown) or 'none'}."]
