@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/device_check.sh prepare   # here, once: the wheels the device lacks (.whl/) and the data (.device_data/)
 #   device run, carry [".whl", ".device_data"], timeout_s 420:  bash benchmarks/device_check.sh
-#   bash benchmarks/device_check.sh --smoke   # seconds, on this machine's CPU, tiny data (the suite runs it)
+#   bash benchmarks/device_check.sh --smoke   # seconds, on this machine's CPU, tiny data (python -m pytest -m slow -k device_check)
 #
 # Both folders are ignored by git; with the working tree they travel in about 17 MiB of the 64.
 set -euo pipefail

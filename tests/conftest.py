@@ -106,10 +106,16 @@ def finished_run(tiny, tmp_path_factory, worker_id) -> Path:
         if not (run_dir / "metrics.json").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
-            by_path = [a for a in tiny_overrides(tiny, root) if a != "recipe=seed"]  # the generic recipe
-            run_cv(by_path + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}",
-                                                 f"hydra.run.dir={run_dir}"])
+            run_cv(finished_run_args(tiny, run_dir))
     return run_dir
+
+
+def finished_run_args(tiny: dict[str, Path], run_dir: Path) -> list[str]:
+    """The command line of the shared finished run (the generic recipe: no recipe named), with `run_dir` as
+    its run dir: a copy of the run given these finds itself finished."""
+    root = run_dir.parent
+    by_path = [a for a in tiny_overrides(tiny, root) if a != "recipe=seed"]
+    return by_path + ["epochs=2", "logger=mlflow", f"logger.tracking_uri={root / 'mlruns'}", f"hydra.run.dir={run_dir}"]
 
 
 def unfinished_copy(finished_run: Path, run_dir: Path) -> Path:

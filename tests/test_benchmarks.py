@@ -24,6 +24,7 @@ def test_bench_backends_smoke(tmp_path):
     assert "JAX / TensorFlow:" in proc.stdout and result["machine"] in proc.stdout
 
 
+@pytest.mark.slow  # the suite's time: test_jax runs the same JAX route; run -m slow before a device session
 def test_device_check_smoke(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}
     (tmp_path / "out").mkdir()

@@ -179,7 +179,7 @@ def test_a_digit_preset_with_a_time_limit_gets_its_timed_recipe_and_without_one_
         assert compose_config([*preset, "time_limit=null"]).recipe.name == "seed"
         assert compose_config([*preset, "time_limit=12m", "experiment=kfold_cnn"]).recipe.name == "kfold_cnn"
         assert compose_config([*preset, "time_limit=12m", "recipe=seed"]).recipe.name == "seed"
-    assert compose_config(["data=fashion_mnist", "time_limit=12m"]).recipe.name == "generic"
+    assert compose_config(["data=fashion_mnist", "time_limit=12m"]).recipe.name == "fashion"
     from src.rundir import recipe_why  # what the log and the report say
 
     assert recipe_why(compose_config(["time_limit=12m"])).endswith("(the preset's recipe under a time_limit: data.timed_recipe)")
@@ -194,7 +194,24 @@ def test_the_given_keys_of_a_command_on_files_by_path_are_measured_from_the_gene
 
     given = ["data.train=a.csv", "epochs=3", "recipe=generic"]
     assert preset_overrides(given) == (["recipe=generic"], ["data.train=a.csv", "epochs=3"])
-    assert preset_overrides(["data=fashion_mnist", "recipe=generic"]) == (["data=fashion_mnist", "recipe=generic"], ["data=fashion_mnist"])
-    assert preset_overrides(["data=fashion_mnist", "recipe=seed"]) == (["data=fashion_mnist", "recipe=generic"],
+    assert preset_overrides(["data=fashion_mnist", "recipe=fashion"]) == (["data=fashion_mnist", "recipe=fashion"], ["data=fashion_mnist"])
+    assert preset_overrides(["data=fashion_mnist", "recipe=seed"]) == (["data=fashion_mnist", "recipe=fashion"],
                                                                        ["data=fashion_mnist", "recipe=seed"])
     assert preset_overrides(["data=digits", "epochs=3"]) == (["data=digits"], ["data=digits", "epochs=3"])
+
+
+def test_fashion_mnist_gets_its_recipe_and_a_run_recorded_on_the_generic_one_keeps_it():
+    from src import recipe
+    from src.cli import preset_overrides
+
+    cfg = compose_config(["data=fashion_mnist"])
+    assert cfg.recipe.name == "fashion" and cfg.augment.flip and cfg.augment.crop == 2 and cfg.augment.erasing == 0.25
+    assert cfg.augment.rotation == cfg.augment.zoom == cfg.augment.width_shift == 0 and cfg.augment.ramp == 5
+    assert cfg.batch_size == 32 and cfg.model.dropout == 0.1 and cfg.optimizer.use_ema  # the generic recipe's training
+    # a Fashion-MNIST run dir recorded before the preset named this recipe resumes on the generic one (src.cv.with_recipe)
+    base, given = preset_overrides(["data=fashion_mnist"])
+    keys = recipe.given_keys(cfg, compose_config(base), given)
+    record = {"resolved_config": OmegaConf.to_container(compose_config(["data=fashion_mnist", "recipe=generic"]), resolve=True)}
+    record["resolved_config"]["data"]["recipe"] = "generic"
+    out = recipe.recorded(cfg, record, keys, compose_config([o for o in base if not o.startswith("recipe=")]))
+    assert out.recipe.name == "generic" and out.augment.rotation == 10 and out.augment.crop == 0 and out.augment.erasing == 0

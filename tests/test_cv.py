@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import check_run_dir, run_cv, tiny_overrides
+from conftest import check_run_dir, finished_run_args, run_cv, tiny_overrides
 
 
 def hydra_config(run_dir) -> dict:
@@ -15,25 +17,25 @@ def hydra_config(run_dir) -> dict:
     return yaml.safe_load(sorted((run_dir / ".hydra").glob("*/config.yaml"))[-1].read_text())
 
 
-def test_full_run_writes_consistent_results(tiny, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"])
+def test_full_run_writes_consistent_results(tiny, finished_run, tmp_path):
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")  # the shared run: 2 folds × 2 epochs, the generic recipe
     metrics = check_run_dir(run_dir, folds=2)
     labels = pd.read_csv(tiny["test_labels"])["Label"].to_numpy()
     sub = pd.read_csv(run_dir / "submission.csv")
     assert metrics["test_accuracy"] == float(np.mean(sub["Label"].to_numpy() == labels))
     log = (run_dir / "cv.log").read_text()
-    assert "fold 1 of 2 epoch 1/1" in log and "val_accuracy" in log and "img/s" in log and "ETA" in log
-    assert "mean CV accuracy" in log
+    assert "fold 1 of 2 epoch 2/2" in log and "val_accuracy" in log and "img/s" in log and "ETA" in log
+    assert "recipe generic:" in log and "mean CV accuracy" in log
     config = hydra_config(run_dir)
     assert config["fold"] == 2 and config["batch_size"] == 32
 
     # The same command again finds the run finished: nothing is retrained or rewritten.
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".log"}
-    run_cv(tiny_overrides(tiny, tmp_path) + [f"hydra.run.dir={run_dir}"])
+    run_cv(finished_run_args(tiny, run_dir))
     assert "already holds this ensemble of 2 fold(s)" in (run_dir / "cv.log").read_text()
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
     assert after == before
+    assert not (tmp_path / "mlruns").exists()  # nothing logged again
 
 
 @pytest.mark.slow  # 40 s; tf.distribute's replicas are the GPU route, which no CI machine has
