@@ -21,7 +21,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())  # markup; underscores stay, as in `data=fashion_mnist`
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 

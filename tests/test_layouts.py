@@ -87,11 +87,12 @@ def write_layout(kind: str, digits, root: Path) -> tuple[list[str], dict]:
     return args, expect
 
 
-# fashion is signs' layout with contiguous labels; kannada (the digits' shape, an id column) and signs (a
-# label column not first, labels with gaps) run under -m slow for the suite's time: rgb32 and the shuffled
-# words cover a layout's path in the default suite
+# fashion is signs' layout with contiguous labels; kannada (the digits' shape, an id column), signs (a
+# label column not first, labels with gaps) and rgb32 (colour images: the models train a step at 32x32x3 in
+# tests/models) run under -m slow for the suite's time: the shuffled words cover a layout's path by default
 @pytest.mark.parametrize("kind", [pytest.param("kannada", marks=pytest.mark.slow), pytest.param("fashion", marks=pytest.mark.slow),
-                                  pytest.param("signs", marks=pytest.mark.slow), "rgb32", "words_shuffled_sample"])
+                                  pytest.param("signs", marks=pytest.mark.slow), pytest.param("rgb32", marks=pytest.mark.slow),
+                                  "words_shuffled_sample"])
 def test_each_layout_runs_predicts_and_exports(kind, digits, tmp_path):
     args, expect = write_layout(kind, digits, tmp_path / "data")
     run_dir = tmp_path / "run"

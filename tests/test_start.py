@@ -48,7 +48,7 @@ def test_tensorflow_speaks_again_once_started():
 SITE_WITHOUT_FCNTL = "import sys\nsys.modules['fcntl'] = None  # as on Windows\n"
 
 
-def test_every_module_imports_and_a_run_trains_without_fcntl(tiny, tmp_path):
+def test_every_module_imports_without_fcntl(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE_WITHOUT_FCNTL)
@@ -58,6 +58,13 @@ def test_every_module_imports_and_a_run_trains_without_fcntl(tiny, tmp_path):
                   "for name in sys.argv[1:]:\n    importlib.import_module(name)\n"
                   "try:\n    import fcntl\nexcept ImportError:\n    print('no fcntl')\n", *names, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "no fcntl", proc.stderr[-3000:]
+
+
+@pytest.mark.slow  # the suite's time: the locks' fallback in a whole run with fold jobs
+def test_a_run_with_fold_jobs_trains_without_fcntl(tiny, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE_WITHOUT_FCNTL)
     run_dir = tmp_path / "run"
     run_cv(tiny_overrides(tiny, tmp_path) + ["jobs=2", f"hydra.run.dir={run_dir}"], site=site)
     check_run_dir(run_dir, 2)

@@ -79,6 +79,7 @@ def test_bad_idx_files_get_named_errors(idx_files, tmp_path):
             data_mod.load(idx_config(files, **changed))
 
 
+@pytest.mark.slow  # the suite's time: the IDX reader is tested above, a whole run on files by path by the rest
 def test_cv_run_on_idx_files_reports_test_accuracy(idx_files, tmp_path):
     files, _, _ = idx_files
     run_dir = tmp_path / "run"
