@@ -153,7 +153,8 @@ def command_help(config_name: str, what: str = "") -> str:
     lines = [f"python -m src.{name} [key=value ...]" + (" [group=option ...]" if groups else ""), *([what] if what else []), ""]
     lines += ["groups (--help GROUP lists its options):"] if groups else []
     for group in groups:
-        lines.append(f"  {group + '=':<14} {', '.join(_options(group))}")
+        lines.append(f"  {group + '=':<14} {about.get(group, '')}".rstrip())
+        lines.append(f"  {'':<14} options: {', '.join(_options(group))}")
     lines += ["", "keys:"] if groups else ["keys:"]
     for key, value in values.items():
         if key in groups:
