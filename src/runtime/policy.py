@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from src.errors import UserError
-from src.runtime.backend import BACKENDS
+from src.runtime.backend import BACKENDS, onednn
 from src.runtime.hardware import Hardware
 
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "default")
@@ -69,7 +69,8 @@ class Runtime:
 
     def summary(self) -> str:
         jit = {True: "XLA", False: "no XLA", "auto": "XLA as Keras decides"}[self.jit_compile]
-        return (f"{self.hardware.summary()}: {self.backend}, distribution {self.distribution}, "
+        kernels = (", oneDNN" if onednn() else ", Eigen kernels") if (self.backend, self.device_kind) == ("tensorflow", "cpu") else ""
+        return (f"{self.hardware.summary()}: {self.backend}{kernels}, distribution {self.distribution}, "
                 f"{self.precision}{', loss scaling' if self.loss_scaling else ''}, {jit}, {self.batch_norm} BatchNorm")
 
 

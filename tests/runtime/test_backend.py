@@ -79,3 +79,34 @@ def test_jax_refuses_what_only_tensorflow_does():
         decide(Hardware.cpu(2), Request(backend="jax", strategy="multi_worker"))
     with pytest.raises(UserError, match="a TPU trains through Keras 3 on JAX, not TensorFlow: use backend=jax"):
         decide(Hardware(cores=96, tpu_cores=8), Request(backend="tensorflow"))
+
+
+@pytest.mark.parametrize("machine, env, expected", [
+    ("x86_64", None, "1"),  # TensorFlow left alone turns oneDNN on only with AVX512_VNNI, AVX512_BF16 or AMX
+    ("x86_64", "0", "0"),  # the user's choice stays
+    ("aarch64", None, None),  # Arm: TensorFlow's own default
+])
+def test_cpu_kernels_turn_onednn_on_on_x86(monkeypatch, machine, env, expected):
+    monkeypatch.setattr(backend.platform, "machine", lambda: machine)
+    if env is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", env)
+    backend.cpu_kernels()
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == expected
+    assert backend.onednn() == (expected == "1")
+
+
+def test_a_process_importing_src_runs_tensorflow_on_onednn():
+    """The real import order: `import src` sets the variable before TensorFlow reads it, and the
+    run's summary line names the kernels."""
+    import subprocess
+    import sys
+
+    code = ("import src, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port as port\n"
+            "from src.runtime import Hardware, Request, decide\n"
+            "print(port.IsMklEnabled(), decide(Hardware.cpu(2), Request(backend='tensorflow')).summary())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.startswith("True ") and "tensorflow, oneDNN," in out, out
