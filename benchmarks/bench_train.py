@@ -388,10 +388,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"training at {train['median']:,.0f} img/s = {train['median'] * train_flop / 1e9:,.1f} GFLOP/s "
           f"of {mm['ceiling']:,.1f} GFLOP/s {dtype} matmul (before training {mm['before']:,.1f}, after {mm['after']:,.1f}); "
           f"threads {args.threads or 'all'}")
-    limit = bench_machine.bf16_limit(host, args.threads or os.cpu_count() or 1)
+    limit = bench_machine.matmul_limit(host, args.threads or os.cpu_count() or 1, dtype)
     limit_fraction = train["median"] * train_flop / 1e9 / limit if limit else None
     if limit_fraction is not None:
-        print(f"the training step at {limit_fraction:.1%} of the bf16 matmul limit on {args.threads or 'all'} thread(s) "
+        print(f"the training step at {limit_fraction:.1%} of the {dtype} matmul limit on {args.threads or 'all'} thread(s) "
               f"({limit:,.0f} GFLOP/s, measured in its own process)")
     if mm_ratio < 0.85:
         print(f"warning: matmul rate moved {1 - mm_ratio:.0%} between before and after training: "
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_images_per_s": train, "train_with_val_images_per_s": train_val, "train_fold": info,
         "diagnose": extra, "forward_flop_per_image": fwd, "train_flop_per_image": train_flop,
         "forward_flop_per_layer": dict(per_layer), "train_flop_fraction_of_matmul": fraction,
-        "train_fraction_of_bf16_limit": limit_fraction,
+        "train_fraction_of_limit": limit_fraction, "limit_dtype": dtype,
         "targets": {"train_images_per_s": TARGET_TRAIN, "augment_images_per_s": TARGET_AUG,
                     "train_met": ok_train, "augment_met": ok_aug},
         "seconds": time.perf_counter() - t0,

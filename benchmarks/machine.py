@@ -120,11 +120,18 @@ def smoke_or_full(smoke: bool) -> dict:
     return machine(n=256, repeats=3, all_threads=False) if smoke else machine()
 
 
-def bf16_limit(found: dict, threads: int) -> float | None:
-    """The measured bf16 matmul GFLOP/s for `threads` (one, or all of the machine's)."""
+def run_dtype(found: dict) -> str:
+    """The matmul dtype a run's training uses here: bfloat16 where the CPU has bf16 units (what
+    precision=auto picks), else float32."""
+    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(found["cpu"]["flags"]) else "float32"
+
+
+def matmul_limit(found: dict, threads: int, dtype: str | None = None) -> float | None:
+    """The measured matmul GFLOP/s in `dtype` (default: the run's, `run_dtype`) for `threads`
+    (one, or all of the machine's)."""
     lim = found.get("limits") or {}
     key = "1_thread" if threads == 1 else next((k for k in lim if k.endswith("_threads")), "1_thread")
-    return lim.get(key, {}).get("bfloat16")
+    return lim.get(key, {}).get(dtype or run_dtype(found))
 
 
 def main() -> None:

@@ -243,7 +243,8 @@ def _train_in_jobs(cfg: DictConfig, inputs: Inputs, work: Work, rt, deadlines: d
     todo = work.todo
     engine = cluster.engine(cfg)
     pseudo_rows = len(inputs.pseudo.index) if inputs.pseudo else 0
-    steps = pipeline.steps_per_epoch(len(inputs.folds[todo[0]][0]) + pseudo_rows, cfg.batch_size)
+    rows = len(inputs.folds[todo[0]][0]) + pseudo_rows
+    steps = pipeline.steps_per_epoch(rows, cfg.batch_size, cfg.get("epoch_fraction", 1.0))
     fold_jobs = FoldJobs(work.run_dir, fold_job, todo, threads, len(inputs.folds), cfg.epochs, steps * cfg.batch_size,
                          cores=rt.hardware.cores, regroup=cfg.threads == "auto" and not cfg.deterministic and not engine.remote,
                          deadlines=deadlines, engine=engine, retries=cfg.cluster.retries, heartbeat_s=cfg.cluster.heartbeat_s,
@@ -371,9 +372,10 @@ def _record(run_dir: Path, plan: Plan) -> Plan:
     fresh = rundir.write_once(run_dir / rundir.PLAN, plan.to_dict())
     plan = Plan.from_dict(rundir.read_plan(run_dir))
     rates, seconds = plan.rates, plan.seconds
-    log.info("time_limit %s: %s %d epoch(s) per fold for %d fold(s), %d at a time (measured per fold process: "
+    log.info("time_limit %s: %s %d epoch(s)%s per fold for %d fold(s), %d at a time (measured per fold process: "
              "%s training images/s, %s predicting; estimated %s in all) in %s",
-             budget.duration(plan.time_limit_s), "planned" if fresh else "keeping the plan of", plan.epochs, plan.folds,
+             budget.duration(plan.time_limit_s), "planned" if fresh else "keeping the plan of", plan.epochs,
+             f" of {plan.epoch_fraction:.0%} of a pass each" if plan.epoch_fraction < 1 else "", plan.folds,
              plan.jobs, f"{rates['train']:,.0f}", f"{rates['predict']:,.0f}", budget.duration(seconds["total"]),
              rundir.PLAN)
     return plan

@@ -86,7 +86,7 @@ def test_bench_train_smoke(tmp_path):
     proc = _smoke("bench_train.py", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["train_images_per_s"]["median"] > 0 and result["augment_on_images_per_s"]["median"] > 0
-    assert result["train_fraction_of_bf16_limit"] > 0 and result["machine"]["cpu"]["model"] in proc.stdout
+    assert result["train_fraction_of_limit"] > 0 and result["machine"]["cpu"]["model"] in proc.stdout
 
 
 @pytest.mark.slow  # -m slow for the suite's time: bench_train's smoke times the same step
@@ -95,7 +95,7 @@ def test_bench_step_smoke(tmp_path):
     proc = _smoke("bench_step.py", "--json", str(out))
     result = json.loads(out.read_text())
     assert list(result["variants"]) == ["as run"] and result["variants"]["as run"] > 0
-    assert result["bf16_limit_gflops"] > 0 and "of the bf16 matmul limit" in proc.stdout
+    assert result["limit_gflops"] > 0 and f"of the {result['limit_dtype']} matmul limit" in proc.stdout
 
 
 @pytest.mark.slow  # -m slow for the suite's time: bench_fold's smoke runs the same harness, test_fold_jobs jobs=auto

@@ -16,10 +16,10 @@ from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int,
-                  start_epoch: int = 0) -> Iterator[tuple]:
+                  start_epoch: int = 0, fraction: float = 1.0) -> Iterator[tuple]:
     """Endless (augmented images, one-hot labels) batches from epoch `start_epoch` on."""
     check_rows(len(x), batch_size)
-    steps = steps_per_epoch(len(x), batch_size)
+    steps = steps_per_epoch(len(x), batch_size, fraction)
     run = augmenter(Ranges.of(cfg), _layout((batch_size, *x.shape[1:])))
     onehot = np.eye(num_classes, dtype=np.float32)
 

@@ -3,7 +3,8 @@ tf.data on TensorFlow (src.inputs.tf_data), numpy batches augmented on the devic
 (src.inputs.jax_data). The two agree on what a batch is:
 
 - training: an endless stream of fixed-shape augmented one-hot batches, `steps_per_epoch` per
-  epoch; epoch e is a fresh permutation drawn from (seed, e), batch i of it transformed with
+  epoch; epoch e is a fresh permutation drawn from (seed, e) (its first `fraction` where a time
+  budget plans part of a pass per epoch), batch i of it transformed with
   randomness drawn from (seed, e, i), so a fold resumed at epoch e sees what an uninterrupted run
   would have (the same bits on the same backend);
 - evaluation: plain fixed-shape batches, the last padded with rows of zero weight;
@@ -12,6 +13,7 @@ tf.data on TensorFlow (src.inputs.tf_data), numpy batches augmented on the devic
 """
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import keras
@@ -20,9 +22,10 @@ from omegaconf import DictConfig
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int,
-                  start_epoch: int = 0):
-    """Endless augmented one-hot training batches from epoch `start_epoch` on (see the module)."""
-    return _backend().train_dataset(x, y, cfg, batch_size, num_classes, seed, start_epoch)
+                  start_epoch: int = 0, fraction: float = 1.0):
+    """Endless augmented one-hot training batches from epoch `start_epoch` on (see the module),
+    `steps_per_epoch(len(x), batch_size, fraction)` per epoch."""
+    return _backend().train_dataset(x, y, cfg, batch_size, num_classes, seed, start_epoch, fraction)
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int):
@@ -37,9 +40,10 @@ def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig
     return _backend().view_batches(x, batch_size, view, cfg, seed, first)
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches in one pass over `n` training images."""
-    return n // batch_size
+def steps_per_epoch(n: int, batch_size: int, fraction: float = 1.0) -> int:
+    """Full batches in one pass over `n` training images, or in `fraction` of one (a time budget's
+    last part of a pass, spread over its epochs: each epoch a fresh random subset of the rows)."""
+    return max(1, math.floor(n // batch_size * fraction)) if fraction < 1 else n // batch_size
 
 
 def pad(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:

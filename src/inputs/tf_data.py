@@ -23,7 +23,8 @@ DATA, OFF = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.Auto
 
 
 def train_dataset(
-    x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int, start_epoch: int = 0
+    x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int, start_epoch: int = 0,
+    fraction: float = 1.0,
 ) -> tf.data.Dataset:
     """Endless augmented, one-hot batches of exactly `batch_size` images, `steps_per_epoch` per epoch.
 
@@ -32,7 +33,7 @@ def train_dataset(
     fold resumed at `start_epoch` sees exactly the batches an uninterrupted run would have.
     """
     check_rows(len(x), batch_size)
-    steps = steps_per_epoch(len(x), batch_size)
+    steps = steps_per_epoch(len(x), batch_size, fraction)
     images, labels = tf.constant(x), tf.constant(y)
 
     def key(epoch):

@@ -117,8 +117,9 @@ def _provenance(run_dir: Path) -> dict:
         found["pseudo"] = pseudo
     plan = rundir.read_plan(run_dir)
     if plan:
-        found["time_limit"] = {"seconds": plan["time_limit_s"], "epochs": plan["epochs"], "folds": plan["folds"],
-                               "rates": plan["rates"], **({"fold_choice": plan["fold_choice"]} if plan.get("fold_choice") else {})}
+        found["time_limit"] = {"seconds": plan["time_limit_s"], "epochs": plan["epochs"],
+                               "epoch_fraction": plan.get("epoch_fraction", 1.0), "folds": plan["folds"], "rates": plan["rates"],
+                               **({"fold_choice": plan["fold_choice"]} if plan.get("fold_choice") else {})}
     return found
 
 

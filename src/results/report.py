@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,7 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)),
-             *fold_choice_lines(rundir.read_plan(run_dir)), "",
+             *plan_lines(rundir.read_plan(run_dir)), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
@@ -76,13 +78,19 @@ AUGMENTS = (("rotation", "rotation ±{}°"), ("zoom", "zoom ±{}"), ("width_shif
             ("flip", "flips"), ("crop", "crop from {} px padding"), ("erasing", "erasing p={}"))
 
 
-def fold_choice_lines(plan: dict | None) -> list[str]:
-    """How the time_limit chose the fold count (plan.json's fold_choice), when it did."""
-    choice = (plan or {}).get("fold_choice")
-    if not choice:
-        return []
-    return [f"Fold count: **{choice['folds']}**, chosen for time_limit={plan['time_limit_s']:.0f}s: {choice['why']} "
-            f"(epochs per fold by fold count: {rundir.fold_counts_text(choice['epochs'])})."]
+def plan_lines(plan: dict | None) -> list[str]:
+    """What the time_limit planned beyond whole epochs: the fold count where it chose it
+    (plan.json's fold_choice), and epochs of part of a pass where it planned them."""
+    plan = plan or {}
+    lines = []
+    if choice := plan.get("fold_choice"):
+        lines.append(f"Fold count: **{choice['folds']}**, chosen for time_limit={plan['time_limit_s']:.0f}s: {choice['why']} "
+                     f"(epochs per fold by fold count: {rundir.fold_counts_text(choice['epochs'])}).")
+    if plan.get("epoch_fraction", 1.0) < 1:
+        lines.append(f"Epochs: **{plan['epochs']}** per fold, each on {plan['epoch_fraction']:.1%} of a pass over the fold's "
+                     f"training rows (a fresh random subset each), so that time_limit={plan['time_limit_s']:.0f}s is spent "
+                     f"rather than rounded down to {math.floor(plan['epochs'] * plan['epoch_fraction'])} whole pass(es).")
+    return lines
 
 
 def recipe_lines(record: dict) -> list[str]:

@@ -85,7 +85,7 @@ def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig,
     train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, cfg.seed)
     steps = min(5, pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size))
     timer = _StepTimer(seconds)
-    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
     train_rate = timer.images(cfg.batch_size) / timer.elapsed
     sample = data.x_val[: 16 * cfg.batch_size]
     val = pipeline.eval_dataset(sample[: 2 * cfg.batch_size], data.y_val[: 2 * cfg.batch_size], cfg.batch_size,
@@ -149,6 +149,7 @@ class Plan:
     rates: dict  # Rates, per fold process
     seconds: dict  # the estimate: start-up, per fold, per epoch, finish, total
     fold_choice: dict | None = None  # FoldChoice, when the plan chose the fold count too (no fold= given)
+    epoch_fraction: float = 1.0  # the share of a pass over the fold's training rows each epoch trains on (older plans: 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,32 +197,55 @@ def fold_counts(most: int) -> list[int]:
 
 def make_plan(limit_s: float, startup_s: float, elapsed_s: float, rates: Rates, folds: int, jobs: int,
               rows: dict[str, int], batch_size: int, tta: int, schedule_epochs: int, cap: int | None) -> Plan:
-    """The most epochs per fold (at most `cap`) with which `folds` folds, `jobs` at a time, end
-    within `limit_s` of process start, `elapsed_s` of which are spent (`startup_s` of them before
-    the calibration: what each fold job spends again). `rows` holds one fold's "train", "val" and
-    "test" rows. UserError, naming the least limit that works, when not even one epoch fits."""
+    """The most training per fold (at most `cap` epochs) with which `folds` folds, `jobs` at a
+    time, end within `limit_s` of process start, `elapsed_s` of which are spent (`startup_s` of
+    them before the calibration: what each fold job spends again). `rows` holds one fold's
+    "train", "val" and "test" rows. The budget is spent, not rounded down to whole passes: where
+    whole epochs would leave part of it unused, one more epoch is planned and every epoch trains
+    on the same share of a pass (`epoch_fraction`), a fresh random subset each (`fractional_epochs`).
+    UserError, naming the least limit that works, when not even one whole epoch fits."""
     startup_s = startup_s if jobs > 1 else 0.0
     waves = _waves(folds, jobs)
     slow = CONCURRENT if jobs > 1 else 1.0
-    epoch_s = slow * ((rows["train"] // batch_size) * batch_size / rates.train + rows["val"] / rates.predict) + rates.save_s
+    train_s = slow * (rows["train"] // batch_size) * batch_size / rates.train  # one whole pass
+    check_s = slow * rows["val"] / rates.predict + rates.save_s  # each epoch's validation and checkpoint
     predict_s = rates.trace_predict_s + slow * (1 + tta) * (rows["val"] + rows["test"]) / rates.predict + 2 * rates.save_s
     fold_s = startup_s + rates.build_s + predict_s
     finish_s = finish_seconds(rows, folds)
     fixed_s = elapsed_s + sum(waves) * fold_s + finish_s
-    per_epoch_s = sum(waves) * epoch_s
-    fitting = math.floor((limit_s * (1 - RESERVE) - fixed_s) / per_epoch_s)
+    per_fold_s = (limit_s * (1 - RESERVE) - fixed_s) / sum(waves)  # what each fold's epochs may take
+    fitting = math.floor(per_fold_s / (train_s + check_s))
     if fitting < 1:
-        least = (fixed_s + per_epoch_s) / (1 - RESERVE)
+        least = (fixed_s + sum(waves) * (train_s + check_s)) / (1 - RESERVE)
         raise UserError(
             f"time_limit={duration(limit_s)} is too short for one epoch per fold: {folds} fold(s), {jobs} at a time, "
             f"need at least {duration(math.ceil(least))} on this machine (measured {rates.train:,.0f} training images/s "
             f"per fold process): raise time_limit, or lower fold"
         )
-    epochs = min(fitting, cap) if cap else fitting
+    epochs, fraction = fractional_epochs(per_fold_s, train_s, check_s, cap)
+    epoch_s = train_s * fraction + check_s
     return Plan(limit_s, epochs, schedule_epochs, folds, jobs, asdict(rates),
                 {"startup": round(startup_s, 1), "elapsed": round(elapsed_s, 1), "fold": round(fold_s, 1),
                  "predict": round(predict_s, 1), "epoch": round(epoch_s, 2), "finish": round(finish_s, 1),
-                 "total": round(fixed_s + epochs * per_epoch_s, 1)})
+                 "total": round(fixed_s + sum(waves) * epochs * epoch_s, 1)}, epoch_fraction=fraction)
+
+
+MIN_GAIN = 0.03  # a fractional plan is kept only when it trains this much more than whole epochs would
+
+
+def fractional_epochs(fold_s: float, train_s: float, check_s: float, cap: int | None) -> tuple[int, float]:
+    """(epochs, share of a pass each) that spend `fold_s` seconds on a fold whose whole pass takes
+    `train_s` and whose every epoch adds `check_s` (validation, checkpoint): the fewest epochs
+    that use it all, each on the same share. Whole epochs where that would train under MIN_GAIN
+    more (every extra epoch costs another validation), or where `cap` (an `epochs=` given) fits."""
+    whole = math.floor(fold_s / (train_s + check_s))
+    if cap and whole >= cap:
+        return cap, 1.0
+    epochs = whole + 1 if not cap or whole + 1 <= cap else whole
+    fraction = min(1.0, (fold_s / epochs - check_s) / train_s)
+    if epochs * fraction < whole * (1 + MIN_GAIN):
+        return whole, 1.0
+    return epochs, round(math.floor(fraction * 1000) / 1000, 3)
 
 
 def finish_seconds(rows: dict[str, int], folds: int) -> float:
@@ -260,10 +284,13 @@ def epochs_before(plan: Plan, deadline: FoldDeadline, now: float) -> int:
 
 
 def apply(plan: Plan, cfg: DictConfig) -> DictConfig:
-    """The training config under `plan`: its epochs, with an epoch-wise exponential decay
-    stretched or squeezed so that the planned epochs span the schedule's whole range."""
+    """The training config under `plan`: its epochs and their share of a pass (`epoch_fraction`),
+    with an epoch-wise exponential decay stretched or squeezed so that the planned epochs span
+    the schedule's whole range."""
     planned = OmegaConf.to_container(cfg, resolve=True)
     planned["epochs"] = plan.epochs
+    if plan.epoch_fraction < 1:
+        planned["epoch_fraction"] = plan.epoch_fraction
     schedule = planned["schedule"]
     if schedule.get("_target_") == schedules.EXPONENTIAL and plan.epochs != plan.schedule_epochs:
         schedule["decay"] = schedule["decay"] ** ((plan.schedule_epochs - 1) / max(plan.epochs - 1, 1))

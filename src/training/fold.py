@@ -128,7 +128,7 @@ def compile_model(data: FoldData, cfg: DictConfig, place: Placement) -> keras.Mo
     keras.backend.clear_session()  # also resets the dtype policy, so set it after
     keras.mixed_precision.set_global_policy(place.runtime.precision)
     keras.utils.set_random_seed(cfg.seed + data.fold)
-    steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
+    steps = epoch_steps(data, cfg)
     with place.strategy.scope():
         model = instantiate(cfg.model)(input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
         model.compile(
@@ -141,6 +141,12 @@ def compile_model(data: FoldData, cfg: DictConfig, place: Placement) -> keras.Mo
             jit_compile=place.runtime.jit_compile,
         )
     return model
+
+
+def epoch_steps(data: FoldData, cfg: DictConfig) -> int:
+    """Training steps per epoch: a pass over the fold's training rows, or the share of one a time
+    budget planned (`epoch_fraction`, set by src.training.budget.apply)."""
+    return pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size, cfg.get("epoch_fraction", 1.0))
 
 
 def _loss(cfg: DictConfig) -> str | keras.losses.Loss:
@@ -157,7 +163,7 @@ def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, s
     """The learning-rate schedule's, the config's own (`callbacks`, conf/callbacks/), EMA weights,
     and the framework's, which no config can remove: the per-epoch checkpoint, the time limit's
     deadline, the optional logs and the regroup check."""
-    steps = pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size)
+    steps = epoch_steps(data, cfg)
     chosen = chosen_callbacks(cfg)
     found = schedules.build(cfg, steps).callbacks + chosen
     if cfg.optimizer.get("use_ema"):
@@ -199,7 +205,8 @@ def fit(model: keras.Model, data: FoldData, cfg: DictConfig, place: Placement, i
         callbacks: list[keras.callbacks.Callback]) -> None:
     """Train from `initial_epoch` to `cfg.epochs` on freshly augmented batches."""
     seed = cfg.seed + data.fold
-    train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, seed, initial_epoch)
+    train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, seed,
+                                   initial_epoch, cfg.get("epoch_fraction", 1.0))
     if place.multi_worker:
         from src.training import multi_worker
 
@@ -210,7 +217,7 @@ def fit(model: keras.Model, data: FoldData, cfg: DictConfig, place: Placement, i
         train,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size),
+        steps_per_epoch=epoch_steps(data, cfg),
         validation_data=pipeline.eval_dataset(data.x_val, data.y_val, cfg.batch_size, data.num_classes),
         callbacks=callbacks,
         shuffle=False,  # the batches are shuffled per epoch by the pipeline

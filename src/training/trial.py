@@ -53,7 +53,7 @@ def run_trial(name: str, cfg: DictConfig, data: FoldData, place: Placement, rows
     part = dataclasses.replace(data, x_train=data.x_train[pick], y_train=data.y_train[pick])
     model = compile_model(part, short, place)
     train = pipeline.train_dataset(part.x_train, part.y_train, short.augment, short.batch_size, data.num_classes, short.seed)
-    model.fit(train, epochs=epochs, steps_per_epoch=pipeline.steps_per_epoch(rows, short.batch_size), verbose=0)
+    model.fit(train, epochs=epochs, steps_per_epoch=pipeline.steps_per_epoch(rows, short.batch_size), shuffle=False, verbose=0)
     if short.optimizer.get("use_ema"):  # what the full run keeps: the moving average
         model.optimizer.finalize_variable_values(model.trainable_variables)
     scores = model.evaluate(pipeline.eval_dataset(data.x_val, data.y_val, short.batch_size, data.num_classes),

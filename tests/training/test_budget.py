@@ -2,6 +2,7 @@
 and real runs that plan, record, resume and refuse."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -37,12 +38,56 @@ def test_plan_fills_the_limit_and_no_more():
                             schedule_epochs=45, cap=None)
     seconds = plan.seconds
     waves = 2 + math.sqrt(1 / 2)  # two full waves of 2 folds, then the fifth alone on freed cores
-    assert seconds["epoch"] == pytest.approx(budget.CONCURRENT * (250 * 128 / 1000 + 8000 / 4000) + 0.2, abs=0.01)
+    share = plan.epoch_fraction  # of a pass, each epoch
+    assert seconds["epoch"] == pytest.approx(budget.CONCURRENT * (250 * 128 * share / 1000 + 8000 / 4000) + 0.2, abs=0.01)
     estimate = 20.0 + waves * (seconds["fold"] + plan.epochs * seconds["epoch"]) + seconds["finish"]
     assert estimate == pytest.approx(seconds["total"], abs=0.5)
     assert estimate <= 1200 * (1 - budget.RESERVE)  # fits
     assert estimate + waves * seconds["epoch"] > 1200 * (1 - budget.RESERVE)  # one more epoch would not
+    assert estimate > 1200 * (1 - budget.RESERVE) * 0.97  # and it is spent, not rounded down to whole passes
     assert budget.make_plan(1200, 8.0, 20.0, RATES, 5, 2, ROWS, 128, 0, 45, cap=3).epochs == 3  # epochs= caps it
+
+
+@pytest.mark.parametrize("fold_s, cap, expected", [
+    (100.0, None, (3, 0.783)),  # 2 whole epochs would leave 16 s: 3 epochs of 78.3% of a pass (2.35 passes)
+    (100.0, 3, (3, 0.783)),  # epochs=3 allows it
+    (100.0, 2, (2, 1.0)),  # epochs=2 is met with whole epochs
+    (85.0, None, (2, 1.0)),  # 3 epochs would train 1.97 passes, under 2 × (1 + MIN_GAIN): the extra validation eats it
+    (50.0, None, (2, 0.575)),  # 1.15 passes instead of 1
+    (43.0, None, (1, 1.0)),
+])
+def test_the_budget_is_spent_in_epochs_of_part_of_a_pass(fold_s, cap, expected):
+    assert budget.fractional_epochs(fold_s, train_s=40.0, check_s=2.0, cap=cap) == expected
+
+
+def test_a_short_budget_plans_more_epochs_of_part_of_a_pass_and_they_fit():
+    rows = {"train": 48000, "val": 12000, "test": 10000}
+    slow = Rates(train=450.0, predict=1500.0, build_s=3.0, trace_predict_s=1.0, save_s=0.2)  # a Zen 3 core, float32
+    plan = budget.make_plan(720, 8.0, 20.0, slow, 5, 2, rows, 32, 0, 12, None)
+    assert plan.epochs == 2 and 0.5 < plan.epoch_fraction < 1  # whole epochs: one, which leaves a third of the limit
+    assert plan.seconds["total"] <= 720 * (1 - budget.RESERVE) and plan.seconds["total"] > 0.97 * 720 * (1 - budget.RESERVE)
+    cfg = budget.apply(plan, compose_config(["schedule=cosine"]))
+    assert cfg.epochs == 2 and cfg.epoch_fraction == plan.epoch_fraction
+    assert Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "epoch_fraction"}).epoch_fraction == 1.0  # older plan.json
+    assert "epoch_fraction" not in budget.apply(dataclasses.replace(plan, epoch_fraction=1.0), compose_config([]))
+
+
+def test_an_epoch_of_part_of_a_pass_is_the_start_of_that_epochs_permutation():
+    """Epoch e trains on the first `fraction` of epoch e's permutation, so a resumed fold still
+    sees what an uninterrupted one would have."""
+    from src.inputs import pipeline
+
+    cfg = compose_config(["augment.enabled=false"])
+    x = np.arange(64 * 4, dtype=np.uint8).reshape(64, 2, 2, 1)
+    y = np.arange(64) % 10
+    whole = [b[0].numpy() for b in pipeline.train_dataset(x, y, cfg.augment, 8, 10, 7).take(16)]  # 2 epochs of 8 batches
+    half = [b[0].numpy() for b in pipeline.train_dataset(x, y, cfg.augment, 8, 10, 7, fraction=0.5).take(8)]
+    assert pipeline.steps_per_epoch(64, 8, 0.5) == 4
+    for got, want in zip(half, whole[:4] + whole[8:12]):
+        np.testing.assert_array_equal(got, want)
+    resumed = [b[0].numpy() for b in pipeline.train_dataset(x, y, cfg.augment, 8, 10, 7, start_epoch=1, fraction=0.5).take(4)]
+    for got, want in zip(resumed, half[4:]):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_limit_too_short_for_one_epoch_names_the_least_that_works():
@@ -135,7 +180,7 @@ def test_a_time_limited_run_plans_records_and_resumes_its_plan(tiny, tmp_path):
     assert json.loads((run_dir / "plan.json").read_text()) == plan
     assert "keeping the plan of 3 epoch(s)" in (run_dir / "cv.log").read_text()
     metrics = check_run_dir(run_dir, folds=2)
-    assert metrics["time_limit"] == {"seconds": 600, "epochs": 3, "folds": 2, "rates": plan["rates"]}
+    assert metrics["time_limit"] == {"seconds": 600, "epochs": 3, "epoch_fraction": 1.0, "folds": 2, "rates": plan["rates"]}
     assert plan["fold_choice"] is None  # fold=2 was given
     for k in range(2):
         history = (run_dir / f"fold_{k}" / "history.csv").read_text().splitlines()
