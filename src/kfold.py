@@ -338,7 +338,7 @@ def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Pla
     epochs = {}
     for folds in budget.fold_counts(cfg.fold):
         try:
-            epochs[folds] = plan_for(folds, folds).epochs
+            epochs[folds] = plan_for(folds, folds).whole_passes
         except UserError:
             epochs[folds] = 0
     want = min(cfg.recipe.fold_epochs, cap) if cap else cfg.recipe.fold_epochs

@@ -154,6 +154,12 @@ class Plan:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def whole_passes(self) -> int:
+        """Whole passes over a fold's training rows the plan trains: what choosing a fold count
+        compares with `recipe.fold_epochs` (epochs of part of a pass count for their share)."""
+        return math.floor(self.epochs * self.epoch_fraction + 1e-9)
+
     @classmethod
     def from_dict(cls, record: dict) -> "Plan":
         return cls(**{k: record[k] for k in cls.__dataclass_fields__ if k in record})

@@ -65,6 +65,7 @@ def test_a_short_budget_plans_more_epochs_of_part_of_a_pass_and_they_fit():
     slow = Rates(train=450.0, predict=1500.0, build_s=3.0, trace_predict_s=1.0, save_s=0.2)  # a Zen 3 core, float32
     plan = budget.make_plan(720, 8.0, 20.0, slow, 5, 2, rows, 32, 0, 12, None)
     assert plan.epochs == 2 and 0.5 < plan.epoch_fraction < 1  # whole epochs: one, which leaves a third of the limit
+    assert plan.whole_passes == 1  # what a fold count is chosen on: as before
     assert plan.seconds["total"] <= 720 * (1 - budget.RESERVE) and plan.seconds["total"] > 0.97 * 720 * (1 - budget.RESERVE)
     cfg = budget.apply(plan, compose_config(["schedule=cosine"]))
     assert cfg.epochs == 2 and cfg.epoch_fraction == plan.epoch_fraction
@@ -221,7 +222,8 @@ def test_recipe_auto_compares_its_candidates_on_one_fold_and_the_run_keeps_its_c
     finished run dir agree, and nothing is compared again."""
     run_dir = tmp_path / "run"
     args = [a for a in tiny_overrides(tiny, tmp_path) if not a.startswith("recipe=")]
-    args += ["recipe=auto", "recipe.share=0.2", "time_limit=60s", "tensorboard=false", f"hydra.run.dir={run_dir}"]
+    # 12 s of trials, as share=0.2 of 60 s, with room for one epoch per fold on a slow, busy 2-core host
+    args += ["recipe=auto", "recipe.share=0.12", "time_limit=100s", "tensorboard=false", f"hydra.run.dir={run_dir}"]
     run_cv(args)
     chosen = _check_auto_choice(run_dir)
     assert json.loads((run_dir / "plan.json").read_text())["fold_choice"] is None  # fold=2 given
