@@ -23,7 +23,7 @@ import pytest
 from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, run_old_cv, snapshot, tiny_overrides
 
 LEGACY = Path(__file__).parent / "legacy"
-WRITTEN = ("53efd56", "b43fd07", "d8945dd", "bea3d63", "aca87b2", "eb64d63")  # the archives' commits, oldest first: list a new one here
+WRITTEN = ("53efd56", "b43fd07", "d8945dd", "bea3d63", "aca87b2", "eb64d63", "aa07387")  # the archives' commits, oldest first: list a new one here
 # The suite's time: the newest (the code before the latest change) runs by default, the older ones under -m slow.
 ARCHIVES = [LEGACY / f"{c}.tar.gz" if c == WRITTEN[-1] else pytest.param(LEGACY / f"{c}.tar.gz", marks=pytest.mark.slow)
             for c in WRITTEN]
@@ -69,7 +69,9 @@ def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(a
     proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
                           text=True, env=env, timeout=300)  # its data files are unchanged: read by their recorded paths
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Recipe: **not named**: recorded before recipes were named." in (run_dir / "report.md").read_text()
+    named = (code_dir / "conf" / "recipe").is_dir()  # code with recipes records the one it ran
+    assert ("Recipe: **generic**" if named else "Recipe: **not named**: recorded before recipes were named.") in (
+        run_dir / "report.md").read_text()
 
     from src.results.blend import blend
     from src.serving.app import export_dir, load_export
@@ -92,3 +94,25 @@ def test_an_older_run_dir_resumes_ensembles_blends_predicts_exports_and_serves(a
     assert served.folds == 2
     np.testing.assert_allclose(served.predict(images.astype(np.float32)), test_probs, atol=2e-3)
     shutil.rmtree(code_dir)
+
+
+def test_an_older_time_limited_run_dir_resumes_on_its_whole_epochs(tiny, tmp_path):
+    """A run dir planned by the code before epochs of part of a pass (its plan.json has no
+    epoch_fraction) resumes on its plan of whole epochs, and reports it."""
+    code_dir = tmp_path / "old"
+    with tarfile.open(LEGACY / f"{WRITTEN[-1]}.tar.gz") as tar:
+        tar.extractall(code_dir, filter="data")
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny, tmp_path) + ["epochs=2", "time_limit=10m", f"hydra.run.dir={run_dir}"]
+    old = run_old_cv(code_dir, args, KILL_MID_EPOCH.format(fold=2, epoch=2, batch=2))  # fit calls: the calibration, fold 0, fold 1
+    assert old.returncode == -9, f"the old code was to be killed mid-fold:\n{old.stderr[-3000:]}"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["epochs"] == 2 and "epoch_fraction" not in plan
+
+    run_cv(args)
+    log = (run_dir / "cv.log").read_text()
+    assert "keeping the plan of 2 epoch(s) per fold" in log and "fold 1: resuming after epoch 1" in log
+    metrics = check_run_dir(run_dir, folds=2)
+    assert metrics["time_limit"]["epochs"] == 2 and metrics["time_limit"]["epoch_fraction"] == 1.0
+    assert json.loads((run_dir / "plan.json").read_text()) == plan  # read, never rewritten
+    assert "of a pass over the fold's training rows" not in (run_dir / "report.md").read_text()
