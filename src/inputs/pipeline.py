@@ -28,14 +28,6 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int
     return _backend().train_dataset(x, y, cfg, batch_size, num_classes, seed, start_epoch, fraction)
 
 
-def input_rate(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int,
-               seconds: float = 1.0) -> float | None:
-    """Augmented training images per second one input thread makes on TensorFlow (tf.data runs
-    beside the step, on the CPU); None on JAX, which augments inside the step on the device."""
-    backend = _backend()
-    return backend.input_rate(x, y, cfg, batch_size, num_classes, seed, seconds) if hasattr(backend, "input_rate") else None
-
-
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int):
     """Plain (images, one-hot labels, weights) batches; padded rows weigh 0, so metrics stay exact."""
     return _backend().eval_dataset(x, y, batch_size, num_classes)

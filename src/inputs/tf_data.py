@@ -10,8 +10,6 @@ padding carries zero weight (validation) or is cut off after predicting (test).
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
@@ -97,22 +95,6 @@ def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig
         return random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i + first))
 
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
-
-
-def input_rate(x: np.ndarray, y: np.ndarray, cfg: DictConfig, batch_size: int, num_classes: int, seed: int,
-               seconds: float = 1.0) -> float:
-    """Augmented training images per second that ONE thread of tf.data makes: the CPU the input
-    pipeline takes from a fold job's step when every core already trains one (src.training.budget)."""
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
-    batches = iter(train_dataset(x, y, cfg, batch_size, num_classes, seed).with_options(options))
-    next(batches)  # traces the map function
-    count, begin = 0, time.perf_counter()
-    while time.perf_counter() - begin < seconds:
-        next(batches)
-        count += 1
-    return count * batch_size / (time.perf_counter() - begin)
 
 
 def _shard(policy) -> tf.data.Options:

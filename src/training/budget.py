@@ -67,15 +67,13 @@ def duration(seconds: float) -> str:
 class Rates:
     """What one fold process measured: images per second training (augmented) and predicting;
     seconds to build a model and trace its training and validation steps, to trace prediction,
-    and to write a checkpoint; and the augmented images one input thread makes per second
-    (TensorFlow; None on JAX and in older plans)."""
+    and to write a checkpoint."""
 
     train: float
     predict: float
     build_s: float
     trace_predict_s: float
     save_s: float
-    augment: float | None = None
 
 
 def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig, seconds: float = 2.0) -> Rates:
@@ -100,17 +98,8 @@ def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig,
         model.save_weights(Path(tmp) / "last.weights.h5")
     save_s = time.perf_counter() - begin
     tracing = (timer.first - steps * cfg.batch_size / train_rate) + (validate[0] - validate[1])
-    augment = pipeline.input_rate(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, cfg.seed)
     return Rates(train=train_rate, predict=len(sample) / predicting[1], build_s=built - start + max(tracing, 0.0),
-                 trace_predict_s=max(predicting[0] - predicting[1], 0.0), save_s=save_s, augment=augment)
-
-
-def side_by_side(rates: Rates) -> float:
-    """How much slower a fold job trains beside others on every core than the calibration did
-    alone, where its input pipeline had a free core: by the input thread's share of the work
-    (1 + train/augment: 1.09 for Fashion-MNIST's crops, 1.4 for digits' affine transforms on a
-    Zen 3), or CONCURRENT where the input rate was not measured."""
-    return 1 + rates.train / rates.augment if rates.augment else CONCURRENT
+                 trace_predict_s=max(predicting[0] - predicting[1], 0.0), save_s=save_s)
 
 
 def _twice(work: Callable[[], object]) -> list[float]:
@@ -224,7 +213,7 @@ def make_plan(limit_s: float, startup_s: float, elapsed_s: float, rates: Rates, 
     startup_s = startup_s if jobs > 1 else 0.0
     waves = _waves(folds, jobs)
     slow = CONCURRENT if jobs > 1 else 1.0
-    train_s = (side_by_side(rates) if jobs > 1 else 1.0) * (rows["train"] // batch_size) * batch_size / rates.train  # a pass
+    train_s = slow * (rows["train"] // batch_size) * batch_size / rates.train  # one whole pass
     check_s = slow * rows["val"] / rates.predict + rates.save_s  # each epoch's validation and checkpoint
     predict_s = rates.trace_predict_s + slow * (1 + tta) * (rows["val"] + rows["test"]) / rates.predict + 2 * rates.save_s
     fold_s = startup_s + rates.build_s + predict_s

@@ -73,28 +73,6 @@ def test_a_short_budget_plans_more_epochs_of_part_of_a_pass_and_they_fit():
     assert "epoch_fraction" not in budget.apply(dataclasses.replace(plan, epoch_fraction=1.0), compose_config([]))
 
 
-def test_fold_jobs_side_by_side_are_slowed_by_their_input_threads():
-    """Calibrated alone, a fold's tf.data thread had a core of its own; beside another fold job it
-    takes its CPU from the steps: the slowdown is the input thread's share of the work."""
-    affine = Rates(train=600.0, predict=1800.0, build_s=3.0, trace_predict_s=1.0, save_s=0.2, augment=1500.0)
-    assert budget.side_by_side(affine) == pytest.approx(1.4)
-    assert budget.side_by_side(dataclasses.replace(affine, augment=None)) == budget.CONCURRENT  # JAX, older plans
-    rows = {"train": 25600, "val": 6400, "test": 10000}
-    two = budget.make_plan(720, 8.0, 20.0, affine, 5, 2, rows, 32, 0, 12, None)
-    one = budget.make_plan(720, 8.0, 20.0, affine, 5, 1, rows, 32, 0, 12, None)  # alone: as calibrated
-    train_s = 25600 / 600
-    assert two.seconds["epoch"] == pytest.approx(1.4 * train_s * two.epoch_fraction + budget.CONCURRENT * 6400 / 1800 + 0.2, abs=0.01)
-    assert one.seconds["epoch"] == pytest.approx(train_s * one.epoch_fraction + 6400 / 1800 + 0.2, abs=0.01)
-
-
-def test_one_input_thread_is_timed_on_the_real_pipeline():
-    from src.inputs import pipeline
-
-    cfg = compose_config([])
-    x, y = np.random.default_rng(0).integers(0, 255, (256, 28, 28, 1), dtype=np.uint8), np.arange(256) % 10
-    assert pipeline.input_rate(x, y, cfg.augment, 32, 10, 0, seconds=0.2) > 0
-
-
 def test_an_epoch_of_part_of_a_pass_is_the_start_of_that_epochs_permutation():
     """Epoch e trains on the first `fraction` of epoch e's permutation, so a resumed fold still
     sees what an uninterrupted one would have."""
