@@ -247,7 +247,7 @@ def fractional_epochs(fold_s: float, train_s: float, check_s: float, cap: int | 
     whole = math.floor(fold_s / (train_s + check_s))
     if cap and whole >= cap:
         return cap, 1.0
-    epochs = whole + 1 if not cap or whole + 1 <= cap else whole
+    epochs = whole + 1  # within cap: whole < cap here
     fraction = min(1.0, (fold_s / epochs - check_s) / train_s)
     if epochs * fraction < whole * (1 + MIN_GAIN):
         return whole, 1.0
