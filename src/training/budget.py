@@ -8,7 +8,8 @@ the run dir (plan.json) so that a resume trains to the same epochs. The learning
 laid over the planned epochs (`apply`).
 
 Calibration is a few seconds and machines are noisy, so every fold also gets a deadline
-(`deadlines`): a fold that would miss it stops after its last epoch that fits (`Deadline`), and
+(`deadlines`): a fold that runs slower than planned drops the epochs that would miss it from the
+middle of its learning-rate schedule, or stops after its last epoch that fits (`Deadline`), and
 the run still ends on time, a little less trained.
 """
 from __future__ import annotations
@@ -340,19 +341,43 @@ def deadline_from_environment(fold: int) -> FoldDeadline | None:
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops a fold's training after an epoch when one more epoch and the fold's predictions would
-    not be done by its deadline."""
+    """Keeps a fold within its deadline, checked after every epoch from that epoch's wall time.
 
-    def __init__(self, fold: int, deadline: FoldDeadline) -> None:
+    Where the epochs left would run past it, a fold on a step-wise schedule (`steps_per_epoch`
+    given: the cosine one, any Keras schedule) drops the epochs that do not fit from the middle of
+    its schedule: the optimizer's step count, which the schedule reads and the checkpoint keeps,
+    jumps ahead, so the fold still ends at its schedule's last rate, and stops when the schedule
+    is done. On an epoch-wise schedule (the seed's exponential) the fold stops after its last epoch
+    that fits. A process's first epoch traces the steps, so it is trusted only to stop, not to skip.
+    """
+
+    def __init__(self, fold: int, deadline: FoldDeadline, steps_per_epoch: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__()
-        self.fold, self.deadline = fold, deadline
+        self.fold, self.deadline, self.steps, self.clock = fold, deadline, steps_per_epoch, clock
+        self.first = True
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.begin = time.time()
+        self.begin = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.time()
-        if epoch + 1 < self.params["epochs"] and now + (now - self.begin) + self.deadline.tail_s > self.deadline.at:
+        now, planned = self.clock(), self.params["epochs"]
+        left = planned - self.reached(epoch)
+        fit = math.floor((self.deadline.at - self.deadline.tail_s - now) / max(now - self.begin, 1e-9))
+        if left <= 0:
+            self.model.stop_training = True  # the schedule is done: its skipped epochs are not trained
+        elif fit < 1:
             log.warning("fold %d: stopped after epoch %d of %d to end within time_limit (the machine ran slower "
-                        "than measured)", self.fold, epoch + 1, self.params["epochs"])
+                        "than measured)", self.fold, epoch + 1, planned)
             self.model.stop_training = True
+        elif fit < left and self.steps and not self.first:
+            self.model.optimizer.iterations.assign_add((left - fit) * self.steps)
+            log.warning("fold %d: runs slower than planned: after epoch %d its schedule skips %d epoch(s) so that its "
+                        "last %d fit before the deadline", self.fold, epoch + 1, left - fit, fit)
+        self.first = False
+
+    def reached(self, epoch: int) -> int:
+        """The epochs of its schedule the fold is through after `epoch`: those trained, and those skipped."""
+        if not self.steps:
+            return epoch + 1
+        return round(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) / self.steps)

@@ -165,12 +165,13 @@ def callbacks(cfg: DictConfig, data: FoldData, run_dir: Path, state_dir: Path, s
     deadline, the optional logs and the regroup check."""
     steps = epoch_steps(data, cfg)
     chosen = chosen_callbacks(cfg)
-    found = schedules.build(cfg, steps).callbacks + chosen
+    rate = schedules.build(cfg, steps)
+    found = rate.callbacks + chosen
     if cfg.optimizer.get("use_ema"):
         found.append(EMAWeights(resumed=state["epoch"] > 0))
     found.append(FoldCheckpoint(state_dir, state, [c for c in chosen if hasattr(c, "checkpoint_name")]))
     if deadline is not None:
-        found.append(Deadline(data.fold, deadline))
+        found.append(Deadline(data.fold, deadline, steps if rate.stepwise else None))
     if cfg.tensorboard and (board := tensorboard(run_dir, data.fold)):
         found.append(board)
     if cfg.verbose:

@@ -32,6 +32,11 @@ class Rate:
     learning_rate: LearningRate
     callbacks: list = field(default_factory=list)
 
+    @property
+    def stepwise(self) -> bool:
+        """Whether the rate follows the optimizer's step count (a Keras schedule), not the epoch number."""
+        return isinstance(self.learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+
 
 def exponential(peak: float, epochs: int, steps_per_epoch: int, decay: float = 1.0) -> Rate:
     """The seed recipe's epoch-wise decay: rate at epoch e = peak · decay^e (decay 1: constant)."""

@@ -168,6 +168,45 @@ def test_deadline_stops_training_after_the_epoch_that_would_miss_it():
     assert len(history.history["loss"]) == 5
 
 
+class _Tick(keras.callbacks.Callback):
+    """A clock for Deadline that each epoch advances by `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.now, self.seconds = 1000.0, seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.now += self.seconds
+
+
+def _slow_fold(steps_per_epoch: int | None, schedule: schedules.Rate) -> tuple[keras.Model, list]:
+    """Six planned epochs of 2 steps, each taking 10 s on a fake clock, with time for 4 of them."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(schedule.learning_rate), "categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), keras.utils.to_categorical(np.zeros(64), 2)
+    tick = _Tick(10.0)
+    deadline = Deadline(0, FoldDeadline(tick.now + 41.5, 1.0), steps_per_epoch, clock=lambda: tick.now)
+    history = model.fit(x, y, batch_size=32, epochs=6, verbose=0, callbacks=[*schedule.callbacks, tick, deadline])
+    return model, history.history["loss"]
+
+
+def test_a_fold_behind_its_deadline_skips_the_middle_of_its_schedule_and_ends_on_its_last_rate():
+    cfg = compose_config(["schedule=cosine", "epochs=6", "schedule.warmup=0"])
+    rate = schedules.build(cfg, 2)
+    model, losses = _slow_fold(2, rate)
+    # epoch 1 traces (trusted only to stop); after epoch 2, 2 of the 4 left fit: 2 are skipped
+    assert len(losses) == 4
+    assert int(model.optimizer.iterations) == 6 * 2  # the schedule's last step
+    final = cfg.optimizer.learning_rate * cfg.schedule.final
+    assert float(model.optimizer.learning_rate) == pytest.approx(final)
+
+
+def test_a_fold_on_an_epoch_wise_schedule_trains_the_epochs_that_fit_then_stops():
+    model, losses = _slow_fold(None, schedules.exponential(0.01, 6, 2, decay=0.5))
+    assert len(losses) == 4  # its last epochs are cut, not skipped
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01 * 0.5**3)
+
+
 def test_a_time_limited_run_plans_records_and_resumes_its_plan(tiny, tmp_path):
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny, tmp_path) + ["epochs=3", "time_limit=10m", "schedule=cosine", f"hydra.run.dir={run_dir}"]
