@@ -191,6 +191,21 @@ def test_augmentation_on_jax_makes_the_images_tensorflow_makes(no_tf):
     assert stats["default"]["plain_at_2"] < 0.1
 
 
+def test_test_time_views_on_jax_are_mirrored_where_training_flips(no_tf):
+    run_without_tf(no_tf, """
+        import numpy as np
+        from conftest import compose_config
+        from src.inputs import pipeline
+        x = (np.arange(40 * 28 * 28).reshape(40, 28, 28, 1) % 251).astype(np.uint8)
+        still = ["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0"]
+        view = lambda v, c: np.concatenate([np.asarray(b[0]) for b in pipeline.view_batches(x, 32, v, c)])[:40]
+        fashion = compose_config(["data=fashion_mnist", "augment.crop=2", "augment.erasing=0.5"] + still).augment
+        np.testing.assert_array_equal(view(0, fashion), x[:, :, ::-1].astype(np.float32))
+        np.testing.assert_array_equal(view(1, fashion), x.astype(np.float32))
+        np.testing.assert_array_equal(view(0, compose_config(still).augment), x.astype(np.float32))
+    """)
+
+
 def test_a_jax_fold_killed_mid_epoch_resumes_after_its_last_finished_epoch(tiny, tmp_path, no_tf):
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny, tmp_path) + ["backend=jax", "epochs=2", f"hydra.run.dir={run_dir}"]

@@ -8,6 +8,14 @@ import math
 from keras import ops
 
 
+def mirrored(cfg, view: int) -> bool:
+    """Whether test-time view `view` (0, 1, ...; -1 the plain image) is mirrored left-right: every
+    even view where the config trains on flips (`augment.flip`), so `tta=1` averages the plain and
+    the mirrored image, the view that helps most where mirror images are the same class (clothes,
+    most photographs). Test-time views take no other random draw but the affine one."""
+    return view >= 0 and view % 2 == 0 and cfg is not None and bool(cfg.get("enabled", True)) and bool(cfg.get("flip", False))
+
+
 def inverse_affine(angle, scale, tx, ty, h, w):
     """(N, 8) projective transforms for keras.ops.image.affine_transform, one per image: each maps
     an output pixel back to its input pixel, the inverse of "scale by `scale` and rotate by

