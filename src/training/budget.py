@@ -91,8 +91,8 @@ def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig,
     sample = data.x_val[: 16 * cfg.batch_size]
     val = pipeline.eval_dataset(sample[: 2 * cfg.batch_size], data.y_val[: 2 * cfg.batch_size], cfg.batch_size,
                                 data.num_classes)
-    validate = _twice(lambda: model.evaluate(val, verbose=0))
-    predicting = _twice(lambda: predict(model, sample, cfg.batch_size))
+    validate = _timed(lambda: model.evaluate(val, verbose=0))
+    predicting = _timed(lambda: predict(model, sample, cfg.batch_size))
     begin = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "best.keras")
@@ -103,14 +103,16 @@ def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig,
                  trace_predict_s=max(predicting[0] - predicting[1], 0.0), save_s=save_s)
 
 
-def _twice(work: Callable[[], object]) -> list[float]:
-    """Seconds of two calls of `work`: the first traces, the second is the steady cost."""
+def _timed(work: Callable[[], object], steady: int = 3) -> tuple[float, float]:
+    """Seconds of the first call of `work` (it traces) and the median of the next `steady` (the
+    steady cost: one call lasts a fraction of a second, so a single one is at the mercy of a
+    neighbour's burst; measured: 783 against 1,441 predicted images/s in two runs of the same)."""
     times = []
-    for _ in range(2):
+    for _ in range(1 + steady):
         begin = time.perf_counter()
         work()
         times.append(time.perf_counter() - begin)
-    return times
+    return times[0], float(np.median(times[1:]))
 
 
 class _StepTimer(keras.callbacks.Callback):
