@@ -103,8 +103,9 @@ def behind_lines(plan: dict | None, histories: dict[int, pd.DataFrame]) -> list[
         return []
     trained = ", ".join(f"fold {fold} {epochs}" for fold, epochs in short.items())
     return [f"Behind the plan: {len(short)} of {len(histories)} fold(s) trained fewer than the {plan['epochs']} epochs "
-            f"planned ({trained}): the machine ran slower than calibrated, and each fold's deadline skipped epochs "
-            "from the middle of its schedule (or, on an epoch-wise schedule, stopped it) to end within the time_limit."]
+            f"planned ({trained}): the machine ran slower than calibrated, so to end within the time_limit their "
+            "deadlines skipped epochs from the middle of their schedules, or stopped them where not one more epoch fit "
+            "or the schedule is epoch-wise (cv.log says which)."]
 
 
 def recipe_lines(record: dict) -> list[str]:

@@ -207,6 +207,7 @@ def test_a_run_started_on_other_hardware_resumes_in_its_recorded_precision(tiny,
     check_run_dir(run_dir, folds=2)
 
 
+@pytest.mark.slow  # the suite's time: test_a_run_started_on_other_hardware_resumes_in_its_recorded_precision runs by default
 def test_a_fold_goes_on_in_the_precision_its_state_was_saved_in(tiny, tmp_path):
     """An older run dir records no runtime: a fold whose state says another precision than this
     machine's goes on in the state's, and the other folds train in this machine's."""
