@@ -348,16 +348,17 @@ def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Pla
 
 
 def _late_start(plan: Plan, work: Work) -> Plan:
-    """In a fold job on a cluster (its deadline a duration): the plan with the epochs that still
-    fit when the job started late (it waited in a queue), so that its schedule ends on time. Its
-    fold dir keeps what it planned (epochs.json), so a retry of it trains to the same epochs."""
-    if not (in_fold_job() and len(work.todo) == 1 and os.environ.get(budget.DEADLINE_LEFT)):
+    """In a fold job with a deadline: the plan with the epochs that still fit when the job
+    started late (it waited in a cluster's queue, or the folds before it here ran slower than
+    planned), so that its schedule is laid over them and ends on time. Its fold dir keeps what it
+    planned (epochs.json), so a retry of it trains to the same epochs."""
+    if not (in_fold_job() and len(work.todo) == 1 and (os.environ.get(budget.DEADLINE_LEFT) or os.environ.get(budget.DEADLINE))):
         return plan
     fdir = rundir.fold_dir(work.run_dir, work.todo[0])
     record = fdir / rundir.FOLD_EPOCHS
     if not record.exists() and epochs_committed(fdir) == 0:
         epochs = budget.epochs_before(plan, budget.deadline_from_environment(work.todo[0]), time.time())
-        if epochs < plan.epochs:
+        if epochs < plan.epochs - budget.LATE_SLACK:
             log.warning("fold %d started late: %d epoch(s) fit before its deadline instead of %d; its schedule is laid "
                         "over them", work.todo[0], epochs, plan.epochs)
             rundir.write_once(record, {"epochs": epochs, "planned": plan.epochs})

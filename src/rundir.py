@@ -17,7 +17,7 @@ Everything of a run of `python -m src.cv` goes to one dir (Hydra's `outputs/<dat
     fold_<k>/train/        while fold k trains: state.json, last-<e>.weights.h5, best-<e>.keras
     fold_<k>/.lock         held while a process trains fold k; freed by the kernel if it dies
     fold_<k>/regroup       for a moment: the run asks fold k's job to go on with more threads
-    fold_<k>/epochs.json   with time_limit on a cluster: the fewer epochs a fold job that started
+    fold_<k>/epochs.json   with time_limit: the fewer epochs a fold job that started
                            late planned for itself (written once; its retries keep it)
     .ensemble.lock         held while a process builds the ensemble and report
     submission_format.json what the competition expects of a submission: its columns, the test ids,

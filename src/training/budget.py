@@ -285,6 +285,9 @@ def deadlines(plan: Plan, start: float, folds: int) -> list[FoldDeadline]:
     return [FoldDeadline(float(end - after[i // plan.jobs] * fold_total), plan.seconds["predict"]) for i in range(folds)]
 
 
+LATE_SLACK = 1  # epochs a late fold job may be short before it plans fewer: `Deadline` skips one from the schedule's middle
+
+
 def epochs_before(plan: Plan, deadline: FoldDeadline, now: float) -> int:
     """The epochs (at most the plan's, at least 1) a fold starting `now`, with its start-up behind
     it, can train and still be complete by `deadline`: a fold job that waited in a queue."""

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from conftest import KILL_MID_EPOCH, check_run_dir, compose_config, run_cv, tiny_overrides
 
+from src import kfold
 from src.errors import UserError
 from src.training import budget, schedules, trial
 from src.training.budget import Deadline, FoldDeadline, Plan, Rates
+from src.training.fold_job import FOLD_JOB
 
 
 @pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400),
@@ -119,6 +121,24 @@ def test_a_fold_job_that_starts_late_plans_the_epochs_that_still_fit():
     late = 3.5 * seconds["epoch"]  # waited in a queue
     assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"] + late) == plan.epochs - 4
     assert budget.epochs_before(plan, on_time, now=on_time.at) == 1  # at least one
+
+
+@pytest.mark.parametrize("late_epochs, fewer", [(0.5, 0), (1.5, 2), (3.5, 4)])
+def test_a_local_fold_job_that_starts_late_lays_its_schedule_over_the_epochs_that_fit(tmp_path, monkeypatch,
+                                                                                    late_epochs, fewer):
+    """Up to one epoch short, the plan stands (Deadline skips it from the schedule's middle, timing
+    the fold's own epochs); more, and the fold plans fewer, recorded for its retries."""
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 2, ROWS, 128, 0, 45, None)
+    seconds, now = plan.seconds, time.time()
+    on_time = now - seconds["startup"] + seconds["fold"] + plan.epochs * seconds["epoch"]
+    monkeypatch.setenv(FOLD_JOB, "1")
+    monkeypatch.setenv(budget.DEADLINE, f"{on_time - late_epochs * seconds['epoch']!r},{seconds['predict']!r}")
+    got = kfold._late_start(plan, kfold.Work(tmp_path, [2], [2], now))
+    assert got.epochs == plan.epochs - fewer
+    record = tmp_path / "fold_2" / "epochs.json"
+    assert record.exists() == bool(fewer)
+    if fewer:
+        assert json.loads(record.read_text()) == {"epochs": plan.epochs - fewer, "planned": plan.epochs}
 
 
 def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_path, monkeypatch):
