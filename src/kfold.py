@@ -7,7 +7,6 @@ Imported only after src.cv has chosen the Keras backend (src.runtime.backend): i
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -362,9 +361,7 @@ def _late_start(plan: Plan, work: Work) -> Plan:
             log.warning("fold %d started late: %d epoch(s) fit before its deadline instead of %d; its schedule is laid "
                         "over them", work.todo[0], epochs, plan.epochs)
             rundir.write_once(record, {"epochs": epochs, "planned": plan.epochs})
-    if record.exists():
-        return dataclasses.replace(plan, epochs=json.loads(record.read_text())["epochs"])
-    return plan
+    return dataclasses.replace(plan, epochs=rundir.fold_epochs(fdir, plan.epochs))
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:

@@ -429,6 +429,15 @@ def read_plan(run_dir: Path) -> dict | None:
         raise UserError(f"{Path(run_dir) / PLAN} cannot be read ({e}): delete it to plan again") from None
 
 
+def fold_epochs(fold_dir: Path, planned: int) -> int:
+    """The epochs a fold trains to: its own, where its job started late and planned fewer
+    (epochs.json), else the run's `planned`."""
+    try:
+        return int(json.loads((Path(fold_dir) / FOLD_EPOCHS).read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return planned
+
+
 def package_versions() -> dict[str, str]:
     """Python and the versions of the packages that decide a run's numbers."""
     versions = {"python": platform.python_version()}

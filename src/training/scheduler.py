@@ -213,7 +213,8 @@ def _worth_restarting(jobs: FoldJobs, k: int, threads: int, share: int) -> bool:
                if row.get("seconds") == row.get("seconds") and row.get("seconds")]
     if not seconds:
         return True
-    left = (jobs.epochs - (rows[-1]["epoch"] if rows else 0)) * float(np.median(seconds))
+    epochs = rundir.fold_epochs(rundir.fold_dir(jobs.run_dir, k), jobs.epochs)
+    left = (epochs - (rows[-1]["epoch"] if rows else 0)) * float(np.median(seconds))
     return left * (1 - budget.time_share(threads, share)) > RESTART_S
 
 
@@ -266,6 +267,7 @@ class _Reporter(threading.Thread):
                 self.clock.done += 1
                 seconds = row.get("seconds")
                 rate = self.jobs.images_per_epoch / seconds if seconds and seconds == seconds else None
-                log.info("%s", epoch_line(k, self.jobs.folds, int(row["epoch"]), self.jobs.epochs, row["loss"],
+                epochs = rundir.fold_epochs(rundir.fold_dir(self.jobs.run_dir, k), self.jobs.epochs)
+                log.info("%s", epoch_line(k, self.jobs.folds, int(row["epoch"]), epochs, row["loss"],
                                           row["val_accuracy"], rate, self.clock.eta()))
                 self.last[k] = row["epoch"]

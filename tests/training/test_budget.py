@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import KILL_MID_EPOCH, check_run_dir, compose_config, run_cv, tiny_overrides
 
-from src import kfold
+from src import kfold, rundir
 from src.errors import UserError
 from src.training import budget, schedules, trial
 from src.training.budget import Deadline, FoldDeadline, Plan, Rates
@@ -139,6 +139,7 @@ def test_a_local_fold_job_that_starts_late_lays_its_schedule_over_the_epochs_tha
     assert record.exists() == bool(fewer)
     if fewer:
         assert json.loads(record.read_text()) == {"epochs": plan.epochs - fewer, "planned": plan.epochs}
+    assert rundir.fold_epochs(tmp_path / "fold_2", plan.epochs) == got.epochs  # what the run's progress lines count to
 
 
 def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_path, monkeypatch):
