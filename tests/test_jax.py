@@ -286,3 +286,25 @@ def test_the_resnet_trains_a_step_on_jax_at_any_shape(no_tf):
     print("ok")
     """)
     assert proc.stdout.strip().splitlines()[-1] == "ok"
+
+
+def test_a_fold_behind_its_deadline_skips_the_middle_of_its_schedule_on_jax_too(no_tf):
+    """As tests/training/test_budget.py asks of TensorFlow: the step count Deadline moves between
+    epochs reaches JAX's training state, so the fold ends on its schedule's last step and rate."""
+    proc = run_without_tf(no_tf, """
+    import numpy as np, keras
+    from src.training.budget import Deadline, FoldDeadline
+    assert keras.backend.backend() == "jax"
+    clock = [1000.0]
+    class Tick(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            clock[0] += 10.0
+    rate = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=12, alpha=0.01)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(rate), "categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), keras.utils.to_categorical(np.zeros(64), 2)
+    deadline = Deadline(0, FoldDeadline(1041.5, 1.0), 2, clock=lambda: clock[0])
+    losses = model.fit(x, y, batch_size=32, epochs=6, verbose=0, callbacks=[Tick(), deadline]).history["loss"]
+    print(len(losses), int(model.optimizer.iterations), round(float(model.optimizer.learning_rate), 6))
+    """)
+    assert proc.stdout.strip().splitlines()[-1] == "4 12 0.0001"

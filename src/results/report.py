@@ -54,8 +54,9 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
                         [f"true {names[truth[i]]} → {names[predicted[i]]}\n{probs[i, predicted[i]]:.2f}" for i in worst], 10,
                         run_dir / rundir.MOST_WRONG, f"the {len(worst)} most confidently wrong out-of-fold digits (of {len(wrong):,} wrong)")
 
+    plan = rundir.read_plan(run_dir)
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)),
-             *plan_lines(rundir.read_plan(run_dir)), *behind_lines(rundir.read_plan(run_dir), histories), "",
+             *plan_lines(plan), *behind_lines(plan, histories), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
