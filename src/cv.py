@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import recipe, rundir
+from src import recipe, request, rundir
 from src.cli import check_command_line, command, preset_overrides, recipe_for_files
 from src.errors import UserError
 from src.inputs import dataset  # noqa: F401  (registers the data_dir resolver that conf/data names; no Keras)
@@ -43,13 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path, **command):
-    """Choose the Keras backend (`backend`, src.runtime.backend), then run the K-fold stages
+    """Check the request and read the data (src.request: a bad one is refused before Keras's
+    import), choose the Keras backend (`backend`, src.runtime.backend), then run the K-fold stages
     (src.kfold.run, which imports Keras; `command`: the fields of src.kfold.Command); returns the
     ensemble, or None while folds are missing."""
+    checked = request.prepare(cfg)
     backend.select(cfg.get("backend", "auto"))
     from src import kfold
 
-    return kfold.run(cfg, run_dir, kfold.Command(started=STARTED, **command))
+    return kfold.run(cfg, run_dir, checked, kfold.Command(started=STARTED, **command))
 
 
 def auto_candidates(cfg: DictConfig, hc) -> dict[str, DictConfig]:

@@ -1,6 +1,7 @@
-"""The stages of a K-fold CV run (src.cv wires them to Hydra): check the request, load the data
-and split it, decide the runtime, claim the run dir, train the folds left, and build the
-ensemble, the report and the record once every fold is complete.
+"""The stages of a K-fold CV run (src.cv wires them to Hydra), once the request is checked and
+the data loaded and split (src.request, before Keras's import): decide the runtime, claim the
+run dir, train the folds left, and build the ensemble, the report and the record once every fold
+is complete.
 
 Imported only after src.cv has chosen the Keras backend (src.runtime.backend): it imports Keras.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from src import models  # noqa: F401  (registers the custom layers that saved fold models name)
 from src import cluster, rundir
@@ -23,15 +24,15 @@ from src.errors import UserError
 from src.files import sha256, write_json
 from src.inputs import dataset as data_mod
 from src.inputs import pipeline
-from src.inputs import pseudo as pseudo_labels
-from src.inputs.folds import FoldData, fold_data, make_folds
-from src.inputs.submission import submission_format
+from src.inputs.folds import FoldData, make_folds
 from src.models import load_model
 from src.models.inference import reconstruct
+from src.request import Inputs, Request, select_folds
 from src.results import ensemble, pictures, report, tracking
-from src.training import budget, trial
+from src.training import budget, schedules, trial
 from src.training import strategy as strategy_mod
 from src.training.budget import FoldChoice, FoldDeadline, Plan
+from src.training.calibrate import calibrate
 from src.training.callbacks import RunClock, fold_line
 from src.training.checkpoint import epochs_committed
 from src.training.fold import Placement, compile_model, train_fold
@@ -39,21 +40,6 @@ from src.training.fold_job import in_fold_job
 from src.training.scheduler import FoldJobs, run_fold_jobs, submit_fold_jobs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Stage 1: the checked data, what a submission must look like, the pseudo-labels, the folds,
-    and what the data resolved (recorded in run.json; the composed config is never written to)."""
-
-    dataset: data_mod.Dataset
-    fmt: rundir.SubmissionFormat
-    pseudo: pseudo_labels.PseudoLabels | None
-    folds: list
-    resolved: dict  # {"data.image_shape": [...], "data.num_classes": K}
-
-    def fold(self, k: int) -> FoldData:
-        return fold_data(self.dataset, self.folds, k, self.pseudo)
 
 
 @dataclass(frozen=True)
@@ -82,12 +68,12 @@ class Command:
     recipes: dict[str, DictConfig] = field(default_factory=dict)
 
 
-def run(cfg: DictConfig, run_dir: Path, command: Command | None = None) -> ensemble.Ensemble | None:
-    """Check the data, train the folds asked for that are not complete, and build the ensemble
-    once every fold is complete; returns it (None while folds are missing)."""
+def run(cfg: DictConfig, run_dir: Path, request: Request, command: Command | None = None) -> ensemble.Ensemble | None:
+    """Train the folds asked for that are not complete, on the checked request's data
+    (src.request.prepare), and build the ensemble once every fold is complete; returns it (None
+    while folds are missing)."""
     command = command or Command()
-    limit = check_request(cfg)
-    inputs = load_inputs(cfg)
+    limit, inputs = request.limit, request.inputs
     work = plan_folds(cfg, inputs, run_dir, command.started)
     place = start_runtime(cfg, work, command.parallel_jobs, command.fold_job is not None)
     work = own_dir(work, place)
@@ -99,35 +85,11 @@ def run(cfg: DictConfig, run_dir: Path, command: Command | None = None) -> ensem
     claim_run_dir(cfg, inputs, work, place, write=True, ident=None if plan and plan.fold_choice else ident)
     if plan:
         plan = _late_start(_record(work.run_dir, plan), work)
-        cfg = budget.apply(plan, cfg)
+        cfg = schedules.apply_plan(plan, cfg)
     failed = train(cfg, inputs, work, place, plan, command.fold_job)
     if in_fold_job() and not os.environ.get(watch.FINISH):  # the run's main process reports and builds the ensemble
         return None
     return finish(cfg, inputs, work.run_dir, failed)
-
-
-def check_request(cfg: DictConfig) -> float | None:
-    """What can be refused before any data is read; the time limit in seconds, if any."""
-    if cfg.epochs < 1:
-        raise UserError(f"epochs={cfg.epochs}: need at least 1")
-    limit = budget.parse_duration(cfg.get("time_limit"))
-    if cfg.recipe.name == "auto" and not limit:
-        raise UserError("recipe=auto compares recipes within a share of a time_limit: add time_limit= (e.g. time_limit=20m), "
-                        "or name a recipe (recipe=seed or recipe=generic)")
-    tracking.wanted(cfg)  # logger=mlflow without MLflow is refused before any training
-    return limit
-
-
-def load_inputs(cfg: DictConfig) -> Inputs:
-    """Stage 1: read and check the data files, the sample submission and the pseudo-labels, and split."""
-    dataset = data_mod.load(cfg.data)
-    pseudo = pseudo_labels.load(cfg.get("pseudo"), dataset.x_test, dataset.digests["test"], dataset.num_classes)
-    folds = make_folds(dataset.y_train, cfg.fold, cfg.split, cfg.seed, cfg.val_fraction)
-    smallest = min(len(tr) for tr, _ in folds)
-    if smallest < cfg.batch_size:
-        raise UserError(f"a fold trains on only {smallest} rows, less than batch_size={cfg.batch_size}: lower batch_size or fold")
-    resolved = {"data.image_shape": list(dataset.x_train.shape[1:]), "data.num_classes": dataset.num_classes}
-    return Inputs(dataset, submission_format(cfg.data, dataset), pseudo, folds, resolved)
 
 
 def plan_folds(cfg: DictConfig, inputs: Inputs, run_dir: Path, started: float) -> Work:
@@ -164,7 +126,7 @@ def choose_recipe(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement,
         raise UserError("recipe=auto needs candidates: recipe.candidates=[seed,generic] (recipes of conf/recipe/)")
     data = inputs.fold(work.todo[0])
     first = next(iter(recipes.values()))
-    rates = budget.calibrate(lambda: compile_model(data, first, place), data, first)
+    rates = calibrate(lambda: compile_model(data, first, place), data, first)
     share_s = cfg.recipe.share * limit / len(recipes)
     trials = []
     for name, candidate in recipes.items():
@@ -305,7 +267,7 @@ def _plan(cfg: DictConfig, work: Work, inputs: Inputs, place: Placement, limit: 
         raise UserError("time_limit is not supported with strategy=multi_worker (the workers would plan apart): set epochs instead")
     data = inputs.fold(work.todo[0])
     startup = time.time() - work.started
-    rates = budget.calibrate(lambda: compile_model(data, cfg, place), data, cfg)
+    rates = calibrate(lambda: compile_model(data, cfg, place), data, cfg)
     cap = cfg.epochs if "epochs" in given else None
     n, pseudo, test = len(inputs.dataset.y_train), len(inputs.pseudo.index) if inputs.pseudo else 0, len(inputs.dataset.x_test)
     measured = {len(inputs.folds): len(data.x_val)}  # the split as it is; another count: its largest fold
@@ -389,17 +351,6 @@ def _autoencoder_picture(run_dir: Path, val_images) -> None:
     mse = pictures.reconstructions(pixels, recon, val_images.shape[1:], run_dir / rundir.AUTOENCODER_PICTURE)
     write_json(run_dir / rundir.AUTOENCODER_SCORE, {"reconstruction_mse": mse, "fold": 0, "images": len(val_images)})
     log.info("autoencoder: reconstruction MSE %.4f on fold 0's validation images (%s)", mse, rundir.AUTOENCODER_PICTURE)
-
-
-def select_folds(fold_index, folds: int) -> list[int]:
-    """The 0-based folds to train: all when `fold_index` is null, else the one or the list given."""
-    if fold_index is None:
-        return list(range(folds))
-    chosen = list(fold_index) if isinstance(fold_index, (list, tuple, ListConfig)) else [fold_index]
-    bad = [k for k in chosen if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < folds]
-    if bad or not chosen:
-        raise UserError(f"fold_index={fold_index!r}: need fold numbers in 0..{folds - 1} (fold={folds}), e.g. fold_index=0 or fold_index=[0,2]")
-    return sorted(set(chosen))
 
 
 def _bytes_needed(cfg: DictConfig, dataset: data_mod.Dataset, folds: int) -> int:

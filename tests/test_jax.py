@@ -293,7 +293,8 @@ def test_a_fold_behind_its_deadline_skips_the_middle_of_its_schedule_on_jax_too(
     epochs reaches JAX's training state, so the fold ends on its schedule's last step and rate."""
     proc = run_without_tf(no_tf, """
     import numpy as np, keras
-    from src.training.budget import Deadline, FoldDeadline
+    from src.training.budget import FoldDeadline
+    from src.training.callbacks import Deadline
     assert keras.backend.backend() == "jax"
     clock = [1000.0]
     class Tick(keras.callbacks.Callback):

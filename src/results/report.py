@@ -96,7 +96,7 @@ def plan_lines(plan: dict | None) -> list[str]:
 
 def behind_lines(plan: dict | None, histories: dict[int, pd.DataFrame]) -> list[str]:
     """The folds that trained fewer epochs than the time_limit planned: the machine ran slower
-    than calibrated and their deadlines cut them (src.training.budget.Deadline)."""
+    than calibrated and their deadlines cut them (src.training.callbacks.Deadline)."""
     if not plan:
         return []
     short = {fold: len(h) for fold, h in sorted(histories.items()) if len(h) < plan["epochs"]}

@@ -1,16 +1,17 @@
 """`time_limit=20m`: plan a run's epochs so that the whole run, from process start to the written
-submission and report, ends within a wall-clock budget.
+submission and report, ends within a wall-clock budget. Arithmetic only, no Keras: src.cv parses
+the limit before it imports a backend, so a bad one is refused at once.
 
 The run times its own training and prediction in a short calibration on the first fold's batches
-(`calibrate`), under the threads each fold process gets, then lays its folds out in waves of
-`jobs` at once and picks the most epochs per fold that fit (`make_plan`). The plan is recorded in
-the run dir (plan.json) so that a resume trains to the same epochs. The learning-rate schedule is
-laid over the planned epochs (`apply`).
+(src.training.calibrate: the `Rates`), under the threads each fold process gets, then lays its
+folds out in waves of `jobs` at once and picks the most epochs per fold that fit (`make_plan`).
+The plan is recorded in the run dir (plan.json) so that a resume trains to the same epochs. The
+learning-rate schedule is laid over the planned epochs (src.training.schedules.apply_plan).
 
 Calibration is a few seconds and machines are noisy, so every fold also gets a deadline
 (`deadlines`): a fold that runs slower than planned drops the epochs that would miss it from the
-middle of its learning-rate schedule, or stops after its last epoch that fits (`Deadline`), and
-the run still ends on time, a little less trained.
+middle of its learning-rate schedule, or stops after its last epoch that fits
+(src.training.callbacks.Deadline), and the run still ends on time, a little less trained.
 """
 from __future__ import annotations
 
@@ -18,23 +19,14 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Callable
 
-import keras
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from src.cluster import watch
 from src.errors import UserError
-from src.inputs import pipeline
-from src.inputs.folds import FoldData
-from src.models.inference import predict
-from src.training import schedules
 
 log = logging.getLogger(__name__)
 
@@ -75,69 +67,6 @@ class Rates:
     build_s: float
     trace_predict_s: float
     save_s: float
-
-
-def calibrate(build: Callable[[], keras.Model], data: FoldData, cfg: DictConfig, seconds: float = 2.0) -> Rates:
-    """Time a model from `build` (compiled; thrown away afterwards) training on the fold's
-    augmented batches for about `seconds`, validating, predicting, and saving a checkpoint."""
-    start = time.perf_counter()
-    model = build()
-    built = time.perf_counter()
-    train = pipeline.train_dataset(data.x_train, data.y_train, cfg.augment, cfg.batch_size, data.num_classes, cfg.seed)
-    steps = min(5, pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size))
-    timer = _StepTimer(seconds)
-    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
-    train_rate = timer.images(cfg.batch_size) / timer.elapsed
-    sample = data.x_val[: 16 * cfg.batch_size]
-    val = pipeline.eval_dataset(sample[: 2 * cfg.batch_size], data.y_val[: 2 * cfg.batch_size], cfg.batch_size,
-                                data.num_classes)
-    validate = _timed(lambda: model.evaluate(val, verbose=0))
-    predicting = _timed(lambda: predict(model, sample, cfg.batch_size))
-    begin = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "best.keras")
-        model.save_weights(Path(tmp) / "last.weights.h5")
-    save_s = time.perf_counter() - begin
-    tracing = (timer.first - steps * cfg.batch_size / train_rate) + (validate[0] - validate[1])
-    return Rates(train=train_rate, predict=len(sample) / predicting[1], build_s=built - start + max(tracing, 0.0),
-                 trace_predict_s=max(predicting[0] - predicting[1], 0.0), save_s=save_s)
-
-
-def _timed(work: Callable[[], object], steady: int = 3) -> tuple[float, float]:
-    """Seconds of the first call of `work` (it traces) and the median of the next `steady` (the
-    steady cost: one call lasts a fraction of a second, so a single one is at the mercy of a
-    neighbour's burst; measured: 783 against 1,441 predicted images/s in two runs of the same)."""
-    times = []
-    for _ in range(1 + steady):
-        begin = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - begin)
-    return times[0], float(np.median(times[1:]))
-
-
-class _StepTimer(keras.callbacks.Callback):
-    """Times whole epochs of a calibration fit after the first (which traces the step); stops
-    once `seconds` of steps are timed."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds, self.elapsed, self.first, self.epochs = seconds, 0.0, 0.0, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begin = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        took = time.perf_counter() - self.begin
-        if epoch == 0:
-            self.first = took
-            return
-        self.elapsed += took
-        self.epochs += 1
-        if self.elapsed >= self.seconds:
-            self.model.stop_training = True
-
-    def images(self, batch_size: int) -> int:
-        return self.epochs * self.params["steps"] * batch_size
 
 
 @dataclass(frozen=True)
@@ -295,20 +224,6 @@ def epochs_before(plan: Plan, deadline: FoldDeadline, now: float) -> int:
     return max(1, min(plan.epochs, math.floor((deadline.at - now - fixed_s) / plan.seconds["epoch"])))
 
 
-def apply(plan: Plan, cfg: DictConfig) -> DictConfig:
-    """The training config under `plan`: its epochs and their share of a pass (`epoch_fraction`),
-    with an epoch-wise exponential decay stretched or squeezed so that the planned epochs span
-    the schedule's whole range."""
-    planned = OmegaConf.to_container(cfg, resolve=True)
-    planned["epochs"] = plan.epochs
-    if plan.epoch_fraction < 1:
-        planned["epoch_fraction"] = plan.epoch_fraction
-    schedule = planned["schedule"]
-    if schedule.get("_target_") == schedules.EXPONENTIAL and plan.epochs != plan.schedule_epochs:
-        schedule["decay"] = schedule["decay"] ** ((plan.schedule_epochs - 1) / max(plan.epochs - 1, 1))
-    return OmegaConf.create(planned)
-
-
 @dataclass(frozen=True)
 class FoldDeadline:
     """When a fold must be complete (time.time()), and the seconds its predictions take after training."""
@@ -343,46 +258,3 @@ def deadline_from_environment(fold: int) -> FoldDeadline | None:
         now_left = watch.seconds_left(fold)
         return FoldDeadline(time.time() + (left if now_left is None else now_left), tail)
     return None
-
-
-class Deadline(keras.callbacks.Callback):
-    """Keeps a fold within its deadline, checked after every epoch from that epoch's wall time.
-
-    Where the epochs left would run past it, a fold on a step-wise schedule (`steps_per_epoch`
-    given: the cosine one, any Keras schedule) drops the epochs that do not fit from the middle of
-    its schedule: the optimizer's step count, which the schedule reads and the checkpoint keeps,
-    jumps ahead, so the fold still ends at its schedule's last rate, and stops when the schedule
-    is done. On an epoch-wise schedule (the seed's exponential) the fold stops after its last epoch
-    that fits. A process's first epoch traces the steps, so it is trusted only to stop, not to skip.
-    """
-
-    def __init__(self, fold: int, deadline: FoldDeadline, steps_per_epoch: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self.fold, self.deadline, self.steps, self.clock = fold, deadline, steps_per_epoch, clock
-        self.first = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begin = self.clock()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now, planned = self.clock(), self.params["epochs"]
-        left = planned - self.reached(epoch)
-        fit = math.floor((self.deadline.at - self.deadline.tail_s - now) / max(now - self.begin, 1e-9))
-        if left <= 0:
-            self.model.stop_training = True  # the schedule is done: its skipped epochs are not trained
-        elif fit < 1:
-            log.warning("fold %d: stopped after epoch %d of %d to end within time_limit (the machine ran slower "
-                        "than measured)", self.fold, epoch + 1, planned)
-            self.model.stop_training = True
-        elif fit < left and self.steps and not self.first:
-            self.model.optimizer.iterations.assign_add((left - fit) * self.steps)
-            log.warning("fold %d: runs slower than planned: after epoch %d its schedule skips %d epoch(s) so that its "
-                        "last %d fit before the deadline", self.fold, epoch + 1, left - fit, fit)
-        self.first = False
-
-    def reached(self, epoch: int) -> int:
-        """The epochs of its schedule the fold is through after `epoch`: those trained, and those skipped."""
-        if not self.steps:
-            return epoch + 1
-        return round(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) / self.steps)

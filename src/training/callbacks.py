@@ -1,12 +1,14 @@
 """What a fold's fit reports while it runs: one progress line per epoch with the whole run's
-ETA, and TensorBoard logs."""
+ETA, and TensorBoard logs; and what keeps it within a time_limit (`Deadline`)."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 import keras
 from hydra.utils import instantiate
@@ -15,6 +17,7 @@ from omegaconf import DictConfig
 from src import rundir
 from src.errors import UserError
 from src.rundir import FoldResult
+from src.training.budget import FoldDeadline
 from src.runtime.backend import installed
 
 log = logging.getLogger(__name__)
@@ -110,3 +113,46 @@ def chosen_callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
                             "keras.callbacks.Callback: name a callback class in its _target_")
         found.append(made)
     return found
+
+
+class Deadline(keras.callbacks.Callback):
+    """Keeps a fold within its deadline, checked after every epoch from that epoch's wall time.
+
+    Where the epochs left would run past it, a fold on a step-wise schedule (`steps_per_epoch`
+    given: the cosine one, any Keras schedule) drops the epochs that do not fit from the middle of
+    its schedule: the optimizer's step count, which the schedule reads and the checkpoint keeps,
+    jumps ahead, so the fold still ends at its schedule's last rate, and stops when the schedule
+    is done. On an epoch-wise schedule (the seed's exponential) the fold stops after its last epoch
+    that fits. A process's first epoch traces the steps, so it is trusted only to stop, not to skip.
+    """
+
+    def __init__(self, fold: int, deadline: FoldDeadline, steps_per_epoch: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.fold, self.deadline, self.steps, self.clock = fold, deadline, steps_per_epoch, clock
+        self.first = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now, planned = self.clock(), self.params["epochs"]
+        left = planned - self.reached(epoch)
+        fit = math.floor((self.deadline.at - self.deadline.tail_s - now) / max(now - self.begin, 1e-9))
+        if left <= 0:
+            self.model.stop_training = True  # the schedule is done: its skipped epochs are not trained
+        elif fit < 1:
+            log.warning("fold %d: stopped after epoch %d of %d to end within time_limit (the machine ran slower "
+                        "than measured)", self.fold, epoch + 1, planned)
+            self.model.stop_training = True
+        elif fit < left and self.steps and not self.first:
+            self.model.optimizer.iterations.assign_add((left - fit) * self.steps)
+            log.warning("fold %d: runs slower than planned: after epoch %d its schedule skips %d epoch(s) so that its "
+                        "last %d fit before the deadline", self.fold, epoch + 1, left - fit, fit)
+        self.first = False
+
+    def reached(self, epoch: int) -> int:
+        """The epochs of its schedule the fold is through after `epoch`: those trained, and those skipped."""
+        if not self.steps:
+            return epoch + 1
+        return round(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) / self.steps)

@@ -29,8 +29,8 @@ from src.rundir import FoldResult
 from src.errors import UserError
 from src.runtime import Runtime
 from src.training import schedules
-from src.training.budget import Deadline, FoldDeadline
-from src.training.callbacks import Progress, RunClock, chosen_callbacks, tensorboard
+from src.training.budget import FoldDeadline
+from src.training.callbacks import Deadline, Progress, RunClock, chosen_callbacks, tensorboard
 from src.training.checkpoint import FoldCheckpoint, restore, save_arrays, saved_precision
 from src.training.fold_job import Regroup
 from src.training.scheduler import regroup_requested
@@ -145,7 +145,7 @@ def compile_model(data: FoldData, cfg: DictConfig, place: Placement) -> keras.Mo
 
 def epoch_steps(data: FoldData, cfg: DictConfig) -> int:
     """Training steps per epoch: a pass over the fold's training rows, or the share of one a time
-    budget planned (`epoch_fraction`, set by src.training.budget.apply)."""
+    budget planned (`epoch_fraction`, set by src.training.schedules.apply_plan)."""
     return pipeline.steps_per_epoch(len(data.x_train), cfg.batch_size, cfg.get("epoch_fraction", 1.0))
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import keras
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
+from src.training.budget import Plan
 
 EXPONENTIAL = "src.training.schedules.exponential"
 SCHEDULES = ("exponential", "cosine")  # what a config may name here (src.recipe's registry)
@@ -84,6 +85,20 @@ def averaging(cfg: DictConfig, steps_per_epoch: int) -> dict:
         return {}
     total = cfg.epochs * steps_per_epoch
     return {"ema_momentum": min(cfg.optimizer.get("ema_momentum", 0.99), max(0.0, 1 - 10 / total))}
+
+
+def apply_plan(plan: Plan, cfg: DictConfig) -> DictConfig:
+    """The training config under `plan`: its epochs and their share of a pass (`epoch_fraction`),
+    with an epoch-wise exponential decay stretched or squeezed so that the planned epochs span
+    the schedule's whole range."""
+    planned = OmegaConf.to_container(cfg, resolve=True)
+    planned["epochs"] = plan.epochs
+    if plan.epoch_fraction < 1:
+        planned["epoch_fraction"] = plan.epoch_fraction
+    schedule = planned["schedule"]
+    if schedule.get("_target_") == EXPONENTIAL and plan.epochs != plan.schedule_epochs:
+        schedule["decay"] = schedule["decay"] ** ((plan.schedule_epochs - 1) / max(plan.epochs - 1, 1))
+    return OmegaConf.create(planned)
 
 
 class RecordRate(keras.callbacks.Callback):

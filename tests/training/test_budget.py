@@ -15,7 +15,8 @@ from conftest import KILL_MID_EPOCH, check_run_dir, compose_config, run_cv, tiny
 from src import kfold, rundir
 from src.errors import UserError
 from src.training import budget, schedules, trial
-from src.training.budget import Deadline, FoldDeadline, Plan, Rates
+from src.training.budget import FoldDeadline, Plan, Rates
+from src.training.callbacks import Deadline
 from src.training.fold_job import FOLD_JOB
 
 
@@ -69,10 +70,10 @@ def test_a_short_budget_plans_more_epochs_of_part_of_a_pass_and_they_fit():
     assert plan.epochs == 2 and 0.5 < plan.epoch_fraction < 1  # whole epochs: one, which leaves a third of the limit
     assert plan.whole_passes == 1  # what a fold count is chosen on: as before
     assert plan.seconds["total"] <= 720 * (1 - budget.RESERVE) and plan.seconds["total"] > 0.97 * 720 * (1 - budget.RESERVE)
-    cfg = budget.apply(plan, compose_config(["schedule=cosine"]))
+    cfg = schedules.apply_plan(plan, compose_config(["schedule=cosine"]))
     assert cfg.epochs == 2 and cfg.epoch_fraction == plan.epoch_fraction
     assert Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "epoch_fraction"}).epoch_fraction == 1.0  # older plan.json
-    assert "epoch_fraction" not in budget.apply(dataclasses.replace(plan, epoch_fraction=1.0), compose_config([]))
+    assert "epoch_fraction" not in schedules.apply_plan(dataclasses.replace(plan, epoch_fraction=1.0), compose_config([]))
 
 
 def test_an_epoch_of_part_of_a_pass_is_the_start_of_that_epochs_permutation():
@@ -160,11 +161,11 @@ def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_p
 def test_the_exponential_schedule_is_laid_over_the_planned_epochs():
     cfg = compose_config(["epochs=45"])
     plan = Plan(600, 5, 45, 5, 2, {}, {})
-    planned = budget.apply(plan, cfg)
+    planned = schedules.apply_plan(plan, cfg)
     assert planned.epochs == 5
     # the last planned epoch gets the rate the 45th had: the whole decay, squeezed
     assert planned.schedule.decay ** 4 == pytest.approx(cfg.schedule.decay ** 44)
-    assert budget.apply(Plan(600, 45, 45, 5, 2, {}, {}), cfg).schedule.decay == cfg.schedule.decay
+    assert schedules.apply_plan(Plan(600, 45, 45, 5, 2, {}, {}), cfg).schedule.decay == cfg.schedule.decay
 
 
 def test_the_cosine_schedule_spans_exactly_the_planned_steps():
