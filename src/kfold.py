@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from src.training import strategy as strategy_mod
 from src.training.budget import FoldChoice, FoldDeadline, Plan
 from src.training.calibrate import calibrate
 from src.training.callbacks import RunClock, fold_line
-from src.training.checkpoint import epochs_committed
+from src.training.checkpoint import epochs_committed, read_history
 from src.training.fold import Placement, compile_model, train_fold
 from src.training.fold_job import in_fold_job
 from src.training.scheduler import FoldJobs, run_fold_jobs, submit_fold_jobs
@@ -84,7 +85,7 @@ def run(cfg: DictConfig, run_dir: Path, request: Request, command: Command | Non
         plan, cfg, inputs, work = _plan(cfg, work, inputs, place, limit, command.given)
     claim_run_dir(cfg, inputs, work, place, write=True, ident=None if plan and plan.fold_choice else ident)
     if plan:
-        plan = _late_start(_record(work.run_dir, plan), work)
+        plan = _own_epochs(_record(work.run_dir, plan), work, cfg.epochs if "epochs" in command.given else None)
         cfg = schedules.apply_plan(plan, cfg)
     failed = train(cfg, inputs, work, place, plan, command.fold_job)
     if in_fold_job() and not os.environ.get(watch.FINISH):  # the run's main process reports and builds the ensemble
@@ -308,22 +309,37 @@ def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Pla
     return choice
 
 
-def _late_start(plan: Plan, work: Work) -> Plan:
-    """In a fold job with a deadline: the plan with the epochs that still fit when the job
-    started late (it waited in a cluster's queue, or the folds before it here ran slower than
-    planned), so that its schedule is laid over them and ends on time. Its fold dir keeps what it
-    planned (epochs.json), so a retry of it trains to the same epochs."""
+def _own_epochs(plan: Plan, work: Work, cap: int | None) -> Plan:
+    """In a fold job with a deadline: the plan with the epochs that fit between the job's start
+    and its deadline, where they differ from the plan's (budget.own_epochs), so that its schedule
+    is laid over them and ends on time: fewer where it started late (it waited in a cluster's
+    queue, or the folds before it ran slower than planned), more where it started early (they ran
+    faster), timed by their epochs. Its fold dir keeps what it planned (epochs.json), so a retry
+    of it trains to the same epochs."""
     if not (in_fold_job() and len(work.todo) == 1 and (os.environ.get(budget.DEADLINE_LEFT) or os.environ.get(budget.DEADLINE))):
         return plan
-    fdir = rundir.fold_dir(work.run_dir, work.todo[0])
+    k = work.todo[0]
+    fdir = rundir.fold_dir(work.run_dir, k)
     record = fdir / rundir.FOLD_EPOCHS
     if not record.exists() and epochs_committed(fdir) == 0:
-        epochs = budget.epochs_before(plan, budget.deadline_from_environment(work.todo[0]), time.time())
-        if epochs < plan.epochs - budget.LATE_SLACK:
-            log.warning("fold %d started late: %d epoch(s) fit before its deadline instead of %d; its schedule is laid "
-                        "over them", work.todo[0], epochs, plan.epochs)
+        measured = _epoch_seconds(work.run_dir, [j for j in range(plan.folds) if j != k])
+        epochs = budget.own_epochs(plan, budget.deadline_from_environment(k), time.time(), measured, cap)
+        if epochs != plan.epochs:
+            log.warning("fold %d started %s: %d epoch(s) fit before its deadline instead of %d%s; its schedule is laid "
+                        "over them", k, "late" if epochs < plan.epochs else "early", epochs, plan.epochs,
+                        f" (the folds before it took {measured:.1f} s an epoch, planned {plan.seconds['epoch']:.1f})"
+                        if measured else "")
             rundir.write_once(record, {"epochs": epochs, "planned": plan.epochs})
     return dataclasses.replace(plan, epochs=rundir.fold_epochs(fdir, plan.epochs))
+
+
+def _epoch_seconds(run_dir: Path, folds: list[int]) -> float | None:
+    """The median wall time of the epochs `folds` have committed in `run_dir` (history.csv), their
+    first epochs left out where others exist (they trace the steps); None before any."""
+    rows = [row for k in folds for row in read_history(rundir.fold_dir(run_dir, k)) if row.get("seconds", 0) > 0]
+    later = [row["seconds"] for row in rows if row["epoch"] > 1]
+    seconds = later or [row["seconds"] for row in rows]
+    return float(statistics.median(seconds)) if seconds else None
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:

@@ -217,11 +217,28 @@ def deadlines(plan: Plan, start: float, folds: int) -> list[FoldDeadline]:
 LATE_SLACK = 1  # epochs a late fold job may be short before it plans fewer: `Deadline` skips one from the schedule's middle
 
 
-def epochs_before(plan: Plan, deadline: FoldDeadline, now: float) -> int:
+def epochs_before(plan: Plan, deadline: FoldDeadline, now: float, epoch_s: float | None = None) -> int:
     """The epochs (at most the plan's, at least 1) a fold starting `now`, with its start-up behind
-    it, can train and still be complete by `deadline`: a fold job that waited in a queue."""
+    it, can train, each taking `epoch_s` (the plan's where None), and still be complete by
+    `deadline`: a fold job that waited in a queue."""
     fixed_s = plan.seconds["fold"] - plan.seconds["startup"]
-    return max(1, min(plan.epochs, math.floor((deadline.at - now - fixed_s) / plan.seconds["epoch"])))
+    return max(1, min(plan.epochs, math.floor((deadline.at - now - fixed_s) / (epoch_s or plan.seconds["epoch"]))))
+
+
+def own_epochs(plan: Plan, deadline: FoldDeadline, now: float, measured_s: float | None, cap: int | None) -> int:
+    """The epochs a fold job starting `now` lays its schedule over. Fewer than the plan's where
+    more than LATE_SLACK of them no longer fit before its deadline (it started late: a queue, or
+    slower folds before it). More where it started early and the epochs of the folds before it
+    (`measured_s`: their median seconds, side by side as it will run) say that whole epochs more
+    fit, the run's RESERVE kept and at most `cap` (an `epochs=` given). Else the plan's."""
+    late = epochs_before(plan, deadline, now, measured_s)
+    if late < plan.epochs - LATE_SLACK:
+        return late
+    if not measured_s:
+        return plan.epochs
+    fixed_s = plan.seconds["fold"] - plan.seconds["startup"]
+    early = math.floor((deadline.at - now - fixed_s - RESERVE * plan.time_limit_s) / measured_s)
+    return max(plan.epochs, min(early, cap or early))
 
 
 @dataclass(frozen=True)

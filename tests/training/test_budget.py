@@ -124,23 +124,57 @@ def test_a_fold_job_that_starts_late_plans_the_epochs_that_still_fit():
     assert budget.epochs_before(plan, on_time, now=on_time.at) == 1  # at least one
 
 
-@pytest.mark.parametrize("late_epochs, fewer", [(0.5, 0), (1.5, 2), (3.5, 4)])
-def test_a_local_fold_job_that_starts_late_lays_its_schedule_over_the_epochs_that_fit(tmp_path, monkeypatch,
-                                                                                    late_epochs, fewer):
+def test_a_fold_job_that_starts_early_plans_the_epochs_its_forerunners_timing_says_fit():
+    """Early, by the epochs the folds before it took (median), with the run's reserve kept and at
+    most an epochs= given; without their timing, or on time, the plan stands."""
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 2, ROWS, 128, 0, 45, None)
+    seconds = plan.seconds
+    fixed_s = seconds["fold"] - seconds["startup"]
+    reserve_s = budget.RESERVE * plan.time_limit_s
+    start = 1000.0 + seconds["startup"]
+    on_time = FoldDeadline(start + fixed_s + plan.epochs * seconds["epoch"], seconds["predict"])
+    assert budget.own_epochs(plan, on_time, start, None, None) == plan.epochs
+    assert budget.own_epochs(plan, on_time, start, seconds["epoch"], None) == plan.epochs  # the reserve is kept
+    early = dataclasses.replace(on_time, at=on_time.at + 2.5 * seconds["epoch"] + reserve_s)
+    assert budget.own_epochs(plan, early, start, None, None) == plan.epochs  # no fold has timed an epoch yet
+    assert budget.own_epochs(plan, early, start, seconds["epoch"], None) == plan.epochs + 2
+    assert budget.own_epochs(plan, early, start, seconds["epoch"], cap=plan.epochs + 1) == plan.epochs + 1
+    assert budget.own_epochs(plan, on_time, start, seconds["epoch"] / 2, None) > plan.epochs  # they ran twice as fast
+    assert budget.own_epochs(plan, on_time, start, seconds["epoch"] * 2, None) == math.floor(plan.epochs / 2)  # half
+
+
+def _history(fold_dir, seconds: list[float]) -> None:
+    fold_dir.mkdir(parents=True)
+    rows = "".join(f"{e},0.9,0.3,0.9,0.3,0.001,{s}\n" for e, s in enumerate(seconds, 1))
+    (fold_dir / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss,learning_rate,seconds\n" + rows)
+
+
+@pytest.mark.parametrize("late_epochs, forerunners, change", [(0.5, None, 0), (1.5, None, -2), (3.5, None, -4),
+                                                               (-2.5, None, 0), (-2.5, 1.0, 2), (-2.5, 0.5, "more")])
+def test_a_local_fold_job_that_starts_off_its_time_lays_its_schedule_over_the_epochs_that_fit(
+        tmp_path, monkeypatch, late_epochs, forerunners, change):
     """Up to one epoch short, the plan stands (Deadline skips it from the schedule's middle, timing
-    the fold's own epochs); more, and the fold plans fewer, recorded for its retries."""
+    the fold's own epochs); more, and the fold plans fewer. Early, it plans more where the folds
+    before it timed their epochs (`forerunners`: their epoch time as a share of the plan's; their
+    first epochs, which trace, left out). Recorded for its retries."""
     plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 2, ROWS, 128, 0, 45, None)
     seconds, now = plan.seconds, time.time()
     on_time = now - seconds["startup"] + seconds["fold"] + plan.epochs * seconds["epoch"]
+    if late_epochs < 0:
+        on_time += budget.RESERVE * plan.time_limit_s
+    if forerunners:
+        for k in (0, 1):
+            _history(tmp_path / f"fold_{k}", [9 * seconds["epoch"]] + [forerunners * seconds["epoch"]] * 3)
     monkeypatch.setenv(FOLD_JOB, "1")
     monkeypatch.setenv(budget.DEADLINE, f"{on_time - late_epochs * seconds['epoch']!r},{seconds['predict']!r}")
-    got = kfold._late_start(plan, kfold.Work(tmp_path, [2], [2], now))
-    assert got.epochs == plan.epochs - fewer
+    got = kfold._own_epochs(plan, kfold.Work(tmp_path, [2], [2], now), None)
+    assert got.epochs > plan.epochs + 2 if change == "more" else got.epochs == plan.epochs + change
     record = tmp_path / "fold_2" / "epochs.json"
-    assert record.exists() == bool(fewer)
-    if fewer:
-        assert json.loads(record.read_text()) == {"epochs": plan.epochs - fewer, "planned": plan.epochs}
+    assert record.exists() == bool(change)
+    if change:
+        assert json.loads(record.read_text()) == {"epochs": got.epochs, "planned": plan.epochs}
     assert rundir.fold_epochs(tmp_path / "fold_2", plan.epochs) == got.epochs  # what the run's progress lines count to
+    assert kfold._own_epochs(plan, kfold.Work(tmp_path, [2], [2], now + 1e6), None).epochs == got.epochs  # a retry
 
 
 def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_path, monkeypatch):
