@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from src.training import strategy as strategy_mod
 from src.training.budget import FoldChoice, FoldDeadline, Plan
 from src.training.calibrate import calibrate
 from src.training.callbacks import RunClock, fold_line
-from src.training.checkpoint import epochs_committed, read_history
+from src.training.checkpoint import epoch_seconds, epochs_committed
 from src.training.fold import Placement, compile_model, train_fold
 from src.training.fold_job import in_fold_job
 from src.training.scheduler import FoldJobs, run_fold_jobs, submit_fold_jobs
@@ -86,11 +85,10 @@ def run(cfg: DictConfig, run_dir: Path, request: Request, command: Command | Non
     claim_run_dir(cfg, inputs, work, place, write=True, ident=None if plan and plan.fold_choice else ident)
     if plan:
         plan = _own_epochs(_record(work.run_dir, plan), work, cfg.epochs if "epochs" in command.given else None)
-        cfg = schedules.apply_plan(plan, cfg)
     failed = train(cfg, inputs, work, place, plan, command.fold_job)
     if in_fold_job() and not os.environ.get(watch.FINISH):  # the run's main process reports and builds the ensemble
         return None
-    return finish(cfg, inputs, work.run_dir, failed)
+    return finish(schedules.apply_plan(plan, cfg) if plan else cfg, inputs, work.run_dir, failed)
 
 
 def plan_folds(cfg: DictConfig, inputs: Inputs, run_dir: Path, started: float) -> Work:
@@ -171,8 +169,9 @@ def claim_run_dir(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement,
 
 def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: Plan | None,
           fold_job: Callable[[int, int], list[str]] | None) -> dict[int, str]:
-    """Stage 5: train the folds left, here one after another or as fold jobs (locally, or on the
-    cluster that cfg.cluster names); the failed ones' reasons."""
+    """Stage 5: train the folds left under the time_limit's `plan` if any, here one after another
+    or as fold jobs (locally, or on the cluster that cfg.cluster names); the failed ones' reasons."""
+    base, cfg = cfg, schedules.apply_plan(plan, cfg) if plan else cfg
     rt, todo, replicas = place.runtime, work.todo, place.strategy.num_replicas_in_sync
     deadlines = dict(zip(todo, budget.deadlines(plan, work.started, len(todo)))) if plan else {}
     if in_fold_job():  # its run's main process set its deadline
@@ -194,8 +193,18 @@ def train(cfg: DictConfig, inputs: Inputs, work: Work, place: Placement, plan: P
         return _train_in_jobs(cfg, inputs, work, rt, deadlines, fold_job, jobs, threads)
     clock = RunClock(len(todo) * cfg.epochs)
     for k in todo:
-        _train_here(cfg, inputs.fold(k), place, work.run_dir, clock, deadlines.get(k))
+        _train_here(_fold_config(base, plan, work.run_dir, k), inputs.fold(k), place, work.run_dir, clock, deadlines.get(k))
     return {}
+
+
+def _fold_config(cfg: DictConfig, plan: Plan | None, run_dir: Path, k: int) -> DictConfig:
+    """Fold k's training config: `cfg` under the plan, with the fold's own epochs where its job
+    planned them when it started early or late (epochs.json), so a rerun in this process trains
+    the schedule it began."""
+    if not plan:
+        return cfg
+    own = rundir.fold_epochs(rundir.fold_dir(run_dir, k), plan.epochs)
+    return schedules.apply_plan(dataclasses.replace(plan, epochs=own), cfg)
 
 
 def _train_in_jobs(cfg: DictConfig, inputs: Inputs, work: Work, rt, deadlines: dict, fold_job: Callable[[int, int], list[str]],
@@ -311,35 +320,28 @@ def _fold_choice(cfg: DictConfig, work: Work, plan_for: Callable[[int, int], Pla
 
 def _own_epochs(plan: Plan, work: Work, cap: int | None) -> Plan:
     """In a fold job with a deadline: the plan with the epochs that fit between the job's start
-    and its deadline, where they differ from the plan's (budget.own_epochs), so that its schedule
+    and its deadline where they differ from the plan's (budget.own_epochs), so that its schedule
     is laid over them and ends on time: fewer where it started late (it waited in a cluster's
-    queue, or the folds before it ran slower than planned), more where it started early (they ran
-    faster), timed by their epochs. Its fold dir keeps what it planned (epochs.json), so a retry
-    of it trains to the same epochs."""
-    if not (in_fold_job() and len(work.todo) == 1 and (os.environ.get(budget.DEADLINE_LEFT) or os.environ.get(budget.DEADLINE))):
+    queue, or the folds before it ran slower than planned); more where a local job started early,
+    timed by the epochs the folds before it took on this machine. Its fold dir keeps what it
+    planned (epochs.json), so a retry of it trains to the same epochs."""
+    local = os.environ.get(budget.DEADLINE)
+    if not (in_fold_job() and len(work.todo) == 1 and (local or os.environ.get(budget.DEADLINE_LEFT))):
         return plan
     k = work.todo[0]
     fdir = rundir.fold_dir(work.run_dir, k)
     record = fdir / rundir.FOLD_EPOCHS
     if not record.exists() and epochs_committed(fdir) == 0:
-        measured = _epoch_seconds(work.run_dir, [j for j in range(plan.folds) if j != k])
+        measured = epoch_seconds([rundir.fold_dir(work.run_dir, j) for j in range(plan.folds) if j != k]) if local else None
+        measured = measured and measured + plan.rates["save_s"]  # history's seconds leave out the checkpoint's writes
         epochs = budget.own_epochs(plan, budget.deadline_from_environment(k), time.time(), measured, cap)
         if epochs != plan.epochs:
-            log.warning("fold %d started %s: %d epoch(s) fit before its deadline instead of %d%s; its schedule is laid "
-                        "over them", k, "late" if epochs < plan.epochs else "early", epochs, plan.epochs,
-                        f" (the folds before it took {measured:.1f} s an epoch, planned {plan.seconds['epoch']:.1f})"
-                        if measured else "")
+            log.warning("fold %d re-planned at its start: %d epoch(s) fit before its deadline instead of %d (%s); its "
+                        "schedule is laid over them", k, epochs, plan.epochs,
+                        f"the folds before it took {measured:.1f} s an epoch, planned {plan.seconds['epoch']:.1f}"
+                        if measured else "it started late")
             rundir.write_once(record, {"epochs": epochs, "planned": plan.epochs})
     return dataclasses.replace(plan, epochs=rundir.fold_epochs(fdir, plan.epochs))
-
-
-def _epoch_seconds(run_dir: Path, folds: list[int]) -> float | None:
-    """The median wall time of the epochs `folds` have committed in `run_dir` (history.csv), their
-    first epochs left out where others exist (they trace the steps); None before any."""
-    rows = [row for k in folds for row in read_history(rundir.fold_dir(run_dir, k)) if row.get("seconds", 0) > 0]
-    later = [row["seconds"] for row in rows if row["epoch"] > 1]
-    seconds = later or [row["seconds"] for row in rows]
-    return float(statistics.median(seconds)) if seconds else None
 
 
 def _record(run_dir: Path, plan: Plan) -> Plan:

@@ -72,7 +72,7 @@ TRAIN_STATE = "train"  # fold_<k>/train/: an unfinished fold's per-epoch state
 STATE = "state.json"
 LOCK = ".lock"
 REGROUP = "regroup"  # fold_<k>/regroup: the run asks fold k's job to go on with more threads
-FOLD_EPOCHS = "epochs.json"  # fold_<k>/epochs.json: a late fold job's own epochs
+FOLD_EPOCHS = "epochs.json"  # fold_<k>/epochs.json: the epochs a fold job planned when it started early or late
 ENSEMBLE_LOCK = ".ensemble.lock"
 SUBMISSION_FORMAT = "submission_format.json"
 OOF = "oof.csv"
@@ -430,8 +430,8 @@ def read_plan(run_dir: Path) -> dict | None:
 
 
 def fold_epochs(fold_dir: Path, planned: int) -> int:
-    """The epochs a fold trains to: its own, where its job started late and planned fewer
-    (epochs.json), else the run's `planned`."""
+    """The epochs a fold trains to: its own, where its job started early or late and planned
+    them (epochs.json), else the run's `planned`."""
     try:
         return int(json.loads((Path(fold_dir) / FOLD_EPOCHS).read_text())["epochs"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -56,7 +56,7 @@ def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
 
     plan = rundir.read_plan(run_dir)
     lines = ["# Run report", "", f"Run dir: `{run_dir}`", "", *recipe_lines(rundir.read_record(run_dir)),
-             *plan_lines(plan), *behind_lines(plan, histories, _own_epochs(run_dir, plan, histories)), "",
+             *plan_lines(plan), *behind_lines(plan, histories, _planned_epochs(run_dir, plan, histories)), "",
              "| fold | accuracy | best epoch | seconds | precision |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {f['fold']} | {f['accuracy']:.4f} | {f['best_epoch']} | {f['seconds']:.1f} | {f.get('precision', '?')} |"
               for f in metrics["folds"]]
@@ -94,7 +94,7 @@ def plan_lines(plan: dict | None) -> list[str]:
     return lines
 
 
-def _own_epochs(run_dir: Path, plan: dict | None, histories: dict) -> dict[int, int]:
+def _planned_epochs(run_dir: Path, plan: dict | None, histories: dict) -> dict[int, int]:
     """Each fold's own planned epochs: the plan's, or what its job planned when it started off
     the plan's time (fold_<k>/epochs.json)."""
     return {k: rundir.fold_epochs(rundir.fold_dir(run_dir, k), plan["epochs"]) for k in histories} if plan else {}
@@ -110,13 +110,13 @@ def behind_lines(plan: dict | None, histories: dict[int, pd.DataFrame], own: dic
     lines = []
     replanned = {k: e for k, e in sorted(own.items()) if e != plan["epochs"]}
     if replanned:
-        which = ", ".join(f"fold {k} {e} ({'early' if e > plan['epochs'] else 'late'})" for k, e in replanned.items())
-        lines.append(f"Re-planned at their start: {len(replanned)} fold(s) laid their schedules over other epochs than "
-                     f"the {plan['epochs']} planned ({which}): they started early (the folds before them ran faster "
-                     "than planned) or late (slower, or a queue), and planned the epochs that fit before their deadlines.")
+        which = ", ".join(f"fold {k} {e}" for k, e in replanned.items())
+        lines.append(f"Re-planned at their start: {len(replanned)} fold(s) laid their schedules over the epochs that fit "
+                     f"before their deadlines instead of the {plan['epochs']} planned ({which}): they started late (a queue, "
+                     "or slower folds before them) or early (the folds before them ran faster than planned; cv.log says).")
     short = {k: len(h) for k, h in sorted(histories.items()) if len(h) < own[k]}
     if short:
-        trained = ", ".join(f"fold {k} {epochs}" for k, epochs in short.items())
+        trained = ", ".join(f"fold {k} {epochs} of {own[k]}" for k, epochs in short.items())
         lines.append(f"Behind the plan: {len(short)} of {len(histories)} fold(s) trained fewer epochs than planned "
                      f"({trained}): the machine ran slower than calibrated, so to end within the time_limit their "
                      "deadlines skipped epochs from the middle of their schedules, or stopped them where not one more "

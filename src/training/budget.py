@@ -15,7 +15,6 @@ middle of its learning-rate schedule, or stops after its last epoch that fits
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -28,7 +27,6 @@ import numpy as np
 from src.cluster import watch
 from src.errors import UserError
 
-log = logging.getLogger(__name__)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
@@ -206,72 +204,77 @@ def _waves(folds: int, jobs: int) -> list[float]:
 
 def deadlines(plan: Plan, start: float, folds: int) -> list[FoldDeadline]:
     """For each of the `folds` folds (in the order they start), the wall-clock time by which it
-    must be complete for the run to end on time: the limit, less the finish and the later waves."""
+    must be complete for the run to end on time: the limit, less the finish and the later waves;
+    with its wave's share of a fold's time (a last, smaller wave runs faster on the freed cores)."""
     waves = _waves(folds, plan.jobs)
     fold_total = plan.seconds["fold"] + plan.epochs * plan.seconds["epoch"]
     end = start + plan.time_limit_s - plan.seconds["finish"]
     after = np.cumsum(waves[::-1])[::-1] - waves  # the waves after each wave, in fold times
-    return [FoldDeadline(float(end - after[i // plan.jobs] * fold_total), plan.seconds["predict"]) for i in range(folds)]
+    return [FoldDeadline(float(end - after[i // plan.jobs] * fold_total), plan.seconds["predict"], waves[i // plan.jobs])
+            for i in range(folds)]
 
 
 LATE_SLACK = 1  # epochs a late fold job may be short before it plans fewer: `Deadline` skips one from the schedule's middle
 
 
 def epochs_before(plan: Plan, deadline: FoldDeadline, now: float, epoch_s: float | None = None) -> int:
-    """The epochs (at most the plan's, at least 1) a fold starting `now`, with its start-up behind
-    it, can train, each taking `epoch_s` (the plan's where None), and still be complete by
-    `deadline`: a fold job that waited in a queue."""
+    """The epochs (at least 1) a fold starting `now`, with its start-up behind it, can train, each
+    taking `epoch_s` side by side (the plan's where None), and still be complete by `deadline`
+    (in its wave's share of the time: a last, smaller wave runs faster)."""
     fixed_s = plan.seconds["fold"] - plan.seconds["startup"]
-    return max(1, min(plan.epochs, math.floor((deadline.at - now - fixed_s) / (epoch_s or plan.seconds["epoch"]))))
+    share = deadline.share
+    return max(1, math.floor((deadline.at - now - share * fixed_s) / (share * (epoch_s or plan.seconds["epoch"]))))
 
 
 def own_epochs(plan: Plan, deadline: FoldDeadline, now: float, measured_s: float | None, cap: int | None) -> int:
     """The epochs a fold job starting `now` lays its schedule over. Fewer than the plan's where
-    more than LATE_SLACK of them no longer fit before its deadline (it started late: a queue, or
-    slower folds before it). More where it started early and the epochs of the folds before it
-    (`measured_s`: their median seconds, side by side as it will run) say that whole epochs more
-    fit, the run's RESERVE kept and at most `cap` (an `epochs=` given). Else the plan's."""
-    late = epochs_before(plan, deadline, now, measured_s)
+    more than LATE_SLACK of the plan's epochs no longer fit before its deadline (it started late:
+    a queue, or slower folds before it). More where it started early and the epochs of the folds
+    before it (`measured_s`, side by side as it will run; None: not measured) say that whole
+    epochs more fit, the run's RESERVE kept and at most `cap` (an `epochs=` given). Else the plan's."""
+    late = epochs_before(plan, deadline, now)
     if late < plan.epochs - LATE_SLACK:
         return late
     if not measured_s:
         return plan.epochs
-    fixed_s = plan.seconds["fold"] - plan.seconds["startup"]
-    early = math.floor((deadline.at - now - fixed_s - RESERVE * plan.time_limit_s) / measured_s)
+    early = epochs_before(plan, deadline, now + RESERVE * plan.time_limit_s, measured_s)
     return max(plan.epochs, min(early, cap or early))
 
 
 @dataclass(frozen=True)
 class FoldDeadline:
-    """When a fold must be complete (time.time()), and the seconds its predictions take after training."""
+    """When a fold must be complete (time.time()), the seconds its predictions take after
+    training, and its wave's share of a fold's time (1: a full wave)."""
 
     at: float
     tail_s: float
+    share: float = 1.0
 
 
-DEADLINE = "KFOLD_DEADLINE"  # in a local fold job's environment: its FoldDeadline as "at,tail_s" (this machine's clock)
-DEADLINE_LEFT = "KFOLD_DEADLINE_LEFT"  # on another node: "seconds left at submission,tail_s"
+DEADLINE = "KFOLD_DEADLINE"  # in a local fold job's environment: "at,tail_s,share" (this machine's clock)
+DEADLINE_LEFT = "KFOLD_DEADLINE_LEFT"  # on another node: "seconds left at submission,tail_s,share"
 
 
 def environment(deadline: FoldDeadline | None) -> dict[str, str]:
     """The environment variables that give a local fold job its deadline."""
-    return {DEADLINE: f"{deadline.at!r},{deadline.tail_s!r}"} if deadline else {}
+    return {DEADLINE: f"{deadline.at!r},{deadline.tail_s!r},{deadline.share!r}"} if deadline else {}
 
 
 def remote_environment(deadline: FoldDeadline | None) -> dict[str, str]:
     """The same for a job on another node, as a duration: no two machines' clocks are compared.
     The job takes its time left from the run's heartbeat when it starts (src.cluster.watch), so
     time spent in a queue comes off its share; from this, measured from its own start, if none."""
-    return {DEADLINE_LEFT: f"{deadline.at - time.time()!r},{deadline.tail_s!r}"} if deadline else {}
+    return {DEADLINE_LEFT: f"{deadline.at - time.time()!r},{deadline.tail_s!r},{deadline.share!r}"} if deadline else {}
 
 
 def deadline_from_environment(fold: int) -> FoldDeadline | None:
-    """In a fold job: the deadline its run's main process gave it, if any."""
+    """In a fold job: the deadline its run's main process gave it, if any (an older process's
+    "at,tail_s": a full wave's share)."""
     if value := os.environ.get(DEADLINE):
-        at, tail = value.split(",")
-        return FoldDeadline(float(at), float(tail))
+        at, tail, *share = (float(v) for v in value.split(","))
+        return FoldDeadline(at, tail, *share)
     if value := os.environ.get(DEADLINE_LEFT):
-        left, tail = (float(v) for v in value.split(","))
+        left, tail, *share = (float(v) for v in value.split(","))
         now_left = watch.seconds_left(fold)
-        return FoldDeadline(time.time() + (left if now_left is None else now_left), tail)
+        return FoldDeadline(time.time() + (left if now_left is None else now_left), tail, *share)
     return None

@@ -127,6 +127,15 @@ def read_history(fold_dir: Path) -> list[dict]:
         return []
 
 
+def epoch_seconds(fold_dirs: list[Path]) -> float | None:
+    """The median wall time of the epochs the folds in `fold_dirs` have committed (history.csv,
+    without the checkpoint's writes), their first epochs left out (they trace the steps); None
+    before any fold has committed a second epoch."""
+    seconds = [row["seconds"] for fold_dir in fold_dirs for row in read_history(fold_dir)
+               if row["epoch"] > 1 and row.get("seconds", 0) > 0]
+    return float(np.median(seconds)) if seconds else None
+
+
 def epochs_committed(fold_dir: Path) -> int:
     """How many epochs of an unfinished fold are committed (what a resume starts after)."""
     try:

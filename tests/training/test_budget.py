@@ -112,13 +112,27 @@ def test_deadlines_leave_room_for_the_later_waves():
     assert found[4].at == pytest.approx(end) and found[3].at == found[2].at
     assert found[2].at == pytest.approx(end - math.sqrt(0.5) * fold_total)
     assert found[0].at == pytest.approx(end - (1 + math.sqrt(0.5)) * fold_total)
+    assert [d.share for d in found] == pytest.approx([1, 1, 1, 1, math.sqrt(0.5)])  # fold 4 runs alone, faster
+
+
+def test_a_last_fold_on_time_keeps_the_plan_though_its_wave_is_shorter():
+    """The last, smaller wave's deadline gives it its wave's share of a fold's time (it runs on the
+    freed cores): on time, it is neither late nor early."""
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 3, 2, ROWS, 128, 0, 45, None)
+    last = budget.deadlines(plan, start=1000.0, folds=3)[2]
+    start = last.at - last.share * (plan.seconds["fold"] - plan.seconds["startup"] + plan.epochs * plan.seconds["epoch"])
+    assert last.share == pytest.approx(math.sqrt(0.5))
+    assert budget.own_epochs(plan, last, start, None, None) == plan.epochs
+    assert budget.own_epochs(plan, last, start, plan.seconds["epoch"], None) == plan.epochs
+    assert budget.deadline_from_environment(0) is None
 
 
 def test_a_fold_job_that_starts_late_plans_the_epochs_that_still_fit():
     plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 4, ROWS, 128, 0, 45, None)  # a cluster: all four at once
     seconds = plan.seconds
     on_time = FoldDeadline(1000.0 + seconds["fold"] + plan.epochs * seconds["epoch"], seconds["predict"])
-    assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"]) == plan.epochs
+    assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"] + 1e-6) == plan.epochs - 1
+    assert budget.own_epochs(plan, on_time, 1000.0 + seconds["startup"] + 1e-6, None, None) == plan.epochs  # LATE_SLACK
     late = 3.5 * seconds["epoch"]  # waited in a queue
     assert budget.epochs_before(plan, on_time, now=1000.0 + seconds["startup"] + late) == plan.epochs - 4
     assert budget.epochs_before(plan, on_time, now=on_time.at) == 1  # at least one
@@ -140,7 +154,8 @@ def test_a_fold_job_that_starts_early_plans_the_epochs_its_forerunners_timing_sa
     assert budget.own_epochs(plan, early, start, seconds["epoch"], None) == plan.epochs + 2
     assert budget.own_epochs(plan, early, start, seconds["epoch"], cap=plan.epochs + 1) == plan.epochs + 1
     assert budget.own_epochs(plan, on_time, start, seconds["epoch"] / 2, None) > plan.epochs  # they ran twice as fast
-    assert budget.own_epochs(plan, on_time, start, seconds["epoch"] * 2, None) == math.floor(plan.epochs / 2)  # half
+    # slower ones on time: the plan stands (only lateness cuts it; Deadline times the fold's own epochs)
+    assert budget.own_epochs(plan, on_time, start, seconds["epoch"] * 2, None) == plan.epochs
 
 
 def _history(fold_dir, seconds: list[float]) -> None:
@@ -175,12 +190,25 @@ def test_a_local_fold_job_that_starts_off_its_time_lays_its_schedule_over_the_ep
         assert json.loads(record.read_text()) == {"epochs": got.epochs, "planned": plan.epochs}
     assert rundir.fold_epochs(tmp_path / "fold_2", plan.epochs) == got.epochs  # what the run's progress lines count to
     assert kfold._own_epochs(plan, kfold.Work(tmp_path, [2], [2], now + 1e6), None).epochs == got.epochs  # a retry
+    # the same command run again with this fold the last one left trains it in its main process, to its own epochs
+    assert kfold._fold_config(compose_config(["schedule=cosine"]), plan, tmp_path, 2).epochs == got.epochs
+
+
+def test_a_fold_job_on_a_cluster_is_not_timed_by_other_nodes_epochs(tmp_path, monkeypatch):
+    plan = budget.make_plan(1200, 8.0, 20.0, RATES, 4, 4, ROWS, 128, 0, 45, None)
+    for k in (0, 1):
+        _history(tmp_path / f"fold_{k}", [plan.seconds["epoch"] / 4] * 4)  # other nodes, four times as fast
+    left = plan.seconds["fold"] - plan.seconds["startup"] + plan.epochs * plan.seconds["epoch"]
+    monkeypatch.setenv(FOLD_JOB, "1")
+    monkeypatch.delenv(budget.DEADLINE, raising=False)
+    monkeypatch.setenv(budget.DEADLINE_LEFT, f"{left + 60!r},{plan.seconds['predict']!r},1.0")
+    assert kfold._own_epochs(plan, kfold.Work(tmp_path, [2], [2], time.time()), None).epochs == plan.epochs
 
 
 def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_path, monkeypatch):
     from src.cluster import watch
 
-    deadline = FoldDeadline(time.time() + 300, 2.0)
+    deadline = FoldDeadline(time.time() + 300, 2.0, 0.7)
     env = budget.remote_environment(deadline)  # at submission: a duration, no clock time
     assert float(env[budget.DEADLINE_LEFT].split(",")[0]) == pytest.approx(300, abs=1)
     monkeypatch.setenv(budget.DEADLINE_LEFT, env[budget.DEADLINE_LEFT])
@@ -189,7 +217,9 @@ def test_a_fold_job_on_another_node_takes_its_time_left_from_the_heartbeat(tmp_p
     beat = watch.Heartbeat(tmp_path, every_s=60, left=lambda: {1: 120.0})  # the main process, 180 s later by its clock
     monkeypatch.setenv(watch.HEARTBEAT_FILE, str(beat.path))
     found = budget.deadline_from_environment(1)
-    assert found.at == pytest.approx(time.time() + 120, abs=1) and found.tail_s == 2.0
+    assert found.at == pytest.approx(time.time() + 120, abs=1) and found.tail_s == 2.0 and found.share == 0.7
+    monkeypatch.setenv(budget.DEADLINE, "1000.5,2.0")  # from a main process before wave shares: a full wave
+    assert budget.deadline_from_environment(1) == FoldDeadline(1000.5, 2.0, 1.0)
 
 
 def test_the_exponential_schedule_is_laid_over_the_planned_epochs():
