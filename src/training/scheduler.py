@@ -242,6 +242,7 @@ class _Reporter(threading.Thread):
         super().__init__(name="fold-progress", daemon=True)
         self.jobs, self.clock, self.every = jobs, clock, every
         self.last = {k: max((row["epoch"] for row in self._epochs(k)), default=0) for k in jobs.todo}
+        self.own = {k: jobs.epochs for k in jobs.todo}  # each fold's epochs: its job may re-plan them (epochs.json)
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -268,6 +269,8 @@ class _Reporter(threading.Thread):
                 seconds = row.get("seconds")
                 rate = self.jobs.images_per_epoch / seconds if seconds and seconds == seconds else None
                 epochs = rundir.fold_epochs(rundir.fold_dir(self.jobs.run_dir, k), self.jobs.epochs)
+                self.clock.total += epochs - self.own[k]  # the ETA counts the epochs the fold will train
+                self.own[k] = epochs
                 log.info("%s", epoch_line(k, self.jobs.folds, int(row["epoch"]), epochs, row["loss"],
                                           row["val_accuracy"], rate, self.clock.eta()))
                 self.last[k] = row["epoch"]

@@ -419,3 +419,15 @@ def test_weight_averaging_forgets_the_random_start_within_the_run():
     assert momentum == pytest.approx(0.92) and momentum**125 < 1e-4  # a short run: a short average
     assert schedules.averaging(compose_config(["experiment=cnn_cosine_ema", "epochs=45"]), 250)["ema_momentum"] == cfg.optimizer.ema_momentum
     assert schedules.averaging(compose_config(["epochs=1"]), 125) == {}  # no averaging unless asked
+
+
+def test_the_runs_eta_counts_the_epochs_a_fold_job_re_planned(tmp_path):
+    from src.training.callbacks import RunClock
+    from src.training.scheduler import FoldJobs, _Reporter
+
+    clock = RunClock(2 * 4, parallel=2)
+    reporter = _Reporter(FoldJobs(tmp_path, lambda k, t: [], [2, 3], 1, 4, 4, 1000), clock)
+    _history(tmp_path / "fold_2", [10.0])
+    rundir.write_once(tmp_path / "fold_2" / "epochs.json", {"epochs": 6, "planned": 4})  # started early
+    reporter.poll()
+    assert clock.done == 1 and clock.total == 2 * 4 + 2
