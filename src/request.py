@@ -15,6 +15,7 @@ from src.inputs import pseudo as pseudo_labels
 from src.inputs.folds import FoldData, fold_data, make_folds
 from src.inputs.submission import submission_format
 from src.results import tracking
+from src.runtime import policy
 from src.training import budget
 
 
@@ -53,6 +54,7 @@ def check_request(cfg: DictConfig) -> float | None:
     """What can be refused before any data is read; the time limit in seconds, if any."""
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs}: need at least 1")
+    policy.check_counts(cfg.get("jobs"), cfg.get("threads"))
     limit = budget.parse_duration(cfg.get("time_limit"))
     if cfg.recipe.name == "auto" and not limit:
         raise UserError("recipe=auto compares recipes within a share of a time_limit: add time_limit= (e.g. time_limit=20m), "

@@ -157,15 +157,22 @@ def _jit_compile(asked: bool | str, backend: str, device_kind: str, distribution
     return "auto" if device_kind == "gpu" and distribution == "none" else False
 
 
+def check_counts(jobs: object, threads: object) -> None:
+    """Refuse a `jobs` or `threads` that is neither auto nor a whole number from 1 (before any
+    hardware is probed: src.request)."""
+    for key, value, what in (("jobs", jobs, "fold processes"), ("threads", threads, "threads")):
+        if value not in (None, "auto") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{key}={value!r}: need a whole number of {what}, at least 1, or auto")
+
+
 def _fold_jobs(request: Request, cores: int, cpu_only: bool, one_replica: bool) -> int:
     """Folds at once, each in its own process: `auto` is one per core on a machine without
     accelerators (the default CNN keeps one core busier than TensorFlow's threads keep two), and
     1 with a GPU, a TPU or a strategy over several devices or machines."""
+    check_counts(request.jobs, None)
     jobs = request.jobs
     if jobs == "auto":
         jobs = cores if cpu_only else 1
-    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UserError(f"jobs={jobs!r}: need a whole number of fold processes, at least 1, or auto")
     elif jobs > 1 and not one_replica:
         raise UserError(f"jobs={jobs} trains folds in separate processes, which a strategy over several replicas "
                         "cannot share: use jobs=1 with this strategy")
@@ -177,14 +184,13 @@ def _threads(request: Request, cores: int, processes: int) -> int | None:
     gives each of several an equal share (the main process of fold jobs measures a time_limit's
     step as one job runs it); under `deterministic`, one (the same bits however folds run)."""
     threads = request.threads
+    check_counts(None, threads)
     if threads in (None, "auto"):
         if request.deterministic:
             return 1
         if processes <= 1:
             return None
         threads = max(1, cores // min(processes, cores))
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UserError(f"threads={threads!r}: need a whole number of threads, at least 1, or auto")
     return threads
 
 

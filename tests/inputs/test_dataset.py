@@ -457,7 +457,8 @@ sys.meta_path.insert(0, _NoBackend())
     (["data.train={missing}"], "error: train file {missing} not found"),
     (["time_limit=soon"], "error: time_limit='soon': give a duration such as time_limit=20m"),
     (["data=sample", "fold=3", "fold_index=7"], "error: fold_index=7: need fold numbers in 0..2 (fold=3)"),
-], ids=["missing file", "bad time_limit", "fold_index out of range"])
+    (["data=sample", "jobs=0"], "error: jobs=0: need a whole number of fold processes, at least 1, or auto"),
+], ids=["missing file", "bad time_limit", "fold_index out of range", "jobs=0"])
 def test_cli_refuses_a_bad_request_in_one_line_before_any_backend_loads_and_leaves_no_run_dir(args, said, tmp_path):
     """Refused from the request and the data alone (src.request), in about a second: no
     TensorFlow, Keras or JAX is imported (the prelude makes any such import fail)."""
