@@ -160,16 +160,20 @@ def _jit_compile(asked: bool | str, backend: str, device_kind: str, distribution
 def check_counts(jobs: object, threads: object) -> None:
     """Refuse a `jobs` or `threads` that is neither auto nor a whole number from 1 (before any
     hardware is probed: src.request)."""
-    for key, value, what in (("jobs", jobs, "fold processes"), ("threads", threads, "threads")):
-        if value not in (None, "auto") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise UserError(f"{key}={value!r}: need a whole number of {what}, at least 1, or auto")
+    _whole("jobs", jobs, "fold processes")
+    _whole("threads", threads, "threads")
+
+
+def _whole(key: str, value: object, what: str) -> None:
+    if value not in (None, "auto") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserError(f"{key}={value!r}: need a whole number of {what}, at least 1, or auto")
 
 
 def _fold_jobs(request: Request, cores: int, cpu_only: bool, one_replica: bool) -> int:
     """Folds at once, each in its own process: `auto` is one per core on a machine without
     accelerators (the default CNN keeps one core busier than TensorFlow's threads keep two), and
     1 with a GPU, a TPU or a strategy over several devices or machines."""
-    check_counts(request.jobs, None)
+    _whole("jobs", request.jobs, "fold processes")
     jobs = request.jobs
     if jobs == "auto":
         jobs = cores if cpu_only else 1
@@ -184,7 +188,7 @@ def _threads(request: Request, cores: int, processes: int) -> int | None:
     gives each of several an equal share (the main process of fold jobs measures a time_limit's
     step as one job runs it); under `deterministic`, one (the same bits however folds run)."""
     threads = request.threads
-    check_counts(None, threads)
+    _whole("threads", threads, "threads")
     if threads in (None, "auto"):
         if request.deterministic:
             return 1

@@ -127,12 +127,12 @@ def read_history(fold_dir: Path) -> list[dict]:
         return []
 
 
-def epoch_seconds(fold_dirs: list[Path]) -> float | None:
+def epoch_seconds(fold_dirs: list[Path], traced: bool = False) -> float | None:
     """The median wall time of the epochs the folds in `fold_dirs` have committed (history.csv,
-    without the checkpoint's writes), their first epochs left out (they trace the steps); None
-    before any fold has committed a second epoch."""
+    without the checkpoint's writes), their first epochs left out (they trace the steps) unless
+    `traced`; None before any such epoch."""
     seconds = [row["seconds"] for fold_dir in fold_dirs for row in read_history(fold_dir)
-               if row["epoch"] > 1 and row.get("seconds", 0) > 0]
+               if (traced or row["epoch"] > 1) and row.get("seconds", 0) > 0]
     return float(np.median(seconds)) if seconds else None
 
 

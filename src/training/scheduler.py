@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from joblib import Parallel, delayed
 
 from src import rundir
@@ -32,7 +31,7 @@ from src.cluster.local import LocalEngine
 from src.training import budget
 from src.training.budget import FoldDeadline
 from src.training.callbacks import RunClock, epoch_line, fold_line
-from src.training.checkpoint import read_history
+from src.training.checkpoint import epoch_seconds, read_history
 from src.training.fold_job import FOLD_JOB, REGROUP_EXIT, in_fold_job
 
 log = logging.getLogger(__name__)
@@ -209,12 +208,11 @@ def _worth_restarting(jobs: FoldJobs, k: int, threads: int, share: int) -> bool:
     """Whether fold k, going on with `share` threads instead of `threads`, saves more than its
     job's restart costs. A fold with no epoch done yet is judged by the other folds' epochs."""
     rows = read_history(rundir.fold_dir(jobs.run_dir, k))
-    seconds = [row["seconds"] for j in jobs.todo for row in read_history(rundir.fold_dir(jobs.run_dir, j))
-               if row.get("seconds") == row.get("seconds") and row.get("seconds")]
+    seconds = epoch_seconds([rundir.fold_dir(jobs.run_dir, j) for j in jobs.todo], traced=True)
     if not seconds:
         return True
     epochs = rundir.fold_epochs(rundir.fold_dir(jobs.run_dir, k), jobs.epochs)
-    left = (epochs - (rows[-1]["epoch"] if rows else 0)) * float(np.median(seconds))
+    left = (epochs - (rows[-1]["epoch"] if rows else 0)) * seconds
     return left * (1 - budget.time_share(threads, share)) > RESTART_S
 
 
