@@ -173,7 +173,7 @@ def test_files_given_by_path_get_the_generic_recipe_unless_a_preset_recipe_or_ex
 
 
 def test_a_digit_preset_with_a_time_limit_gets_its_timed_recipe_and_without_one_the_seed_recipe():
-    for preset in ([], ["data=digit_recognizer"], ["data=kannada_mnist"], ["data=sample"]):
+    for preset in ([], ["data=digit_recognizer"], ["data=sample"]):
         assert compose_config(preset).recipe.name == "seed"
         assert compose_config([*preset, "time_limit=12m"]).recipe.name == "generic"
         assert compose_config([*preset, "time_limit=null"]).recipe.name == "seed"
@@ -201,17 +201,36 @@ def test_the_given_keys_of_a_command_on_files_by_path_are_measured_from_the_gene
 
 
 def test_fashion_mnist_gets_its_recipe_and_a_run_recorded_on_the_generic_one_keeps_it():
-    from src import recipe
-    from src.cli import preset_overrides
-
     cfg = compose_config(["data=fashion_mnist"])
     assert cfg.recipe.name == "fashion" and cfg.augment.flip and cfg.augment.crop == 2 and cfg.augment.erasing == 0.25
     assert cfg.augment.rotation == cfg.augment.zoom == cfg.augment.width_shift == 0 and cfg.augment.ramp == 5
     assert cfg.batch_size == 32 and cfg.model.dropout == 0.1 and cfg.optimizer.use_ema  # the generic recipe's training
-    # a Fashion-MNIST run dir recorded before the preset named this recipe resumes on the generic one (src.cv.with_recipe)
-    base, given = preset_overrides(["data=fashion_mnist"])
-    keys = recipe.given_keys(cfg, compose_config(base), given)
-    record = {"resolved_config": OmegaConf.to_container(compose_config(["data=fashion_mnist", "recipe=generic"]), resolve=True)}
-    record["resolved_config"]["data"]["recipe"] = "generic"
-    out = recipe.recorded(cfg, record, keys, compose_config([o for o in base if not o.startswith("recipe=")]))
+    out = resumed_on_old_recipe("fashion_mnist", "generic")
     assert out.recipe.name == "generic" and out.augment.rotation == 10 and out.augment.crop == 0 and out.augment.erasing == 0
+
+
+def test_kannada_mnist_gets_the_generic_recipe_with_or_without_a_time_limit_and_a_run_recorded_on_the_seed_one_keeps_it():
+    for extra in ([], ["time_limit=12m"]):
+        cfg = compose_config(["data=kannada_mnist", *extra])
+        assert cfg.recipe.name == "generic" and cfg.batch_size == 32 and cfg.model.dropout == 0.1 and cfg.optimizer.use_ema
+        assert not cfg.augment.flip and cfg.augment.rotation == 10 and cfg.augment.ramp == 5
+    assert compose_config(["data=kannada_mnist", "recipe=seed"]).recipe.name == "seed"
+    assert compose_config(["data=kannada_mnist", "experiment=kfold_cnn"]).recipe.name == "kfold_cnn"
+    out = resumed_on_old_recipe("kannada_mnist", "seed")
+    assert out.recipe.name == "seed" and out.batch_size == 128 and out.model.dropout == 0.4 and not out.optimizer.get("use_ema")
+    assert out.augment.ramp == 0 and out.schedule._target_.endswith("exponential")
+
+
+def resumed_on_old_recipe(preset: str, old: str):
+    """The config `python -m src.cv data=PRESET hydra.run.dir=DIR` runs on a run dir recorded when
+    the preset named recipe `old` (src.cv.with_recipe): the recorded recipe, not today's."""
+    from src import recipe
+    from src.cli import preset_overrides
+
+    base, given = preset_overrides([f"data={preset}"])
+    cfg = compose_config(base)
+    keys = recipe.given_keys(cfg, compose_config(base), given)
+    record = {"resolved_config": OmegaConf.to_container(compose_config([f"data={preset}", f"recipe={old}"]), resolve=True)}
+    record["resolved_config"]["data"]["recipe"] = old
+    before = compose_config([*(o for o in base if not o.startswith("recipe=")), "recipe=seed"])  # conf/'s default, as src.cv composes it
+    return recipe.recorded(cfg, record, keys, before)
