@@ -19,7 +19,7 @@ import pandas as pd
 from src import rundir
 from src.errors import UserError
 from src.files import atomic_write
-from src.results import pictures
+from src.results import measured, pictures
 
 
 def build(run_dir: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
@@ -125,8 +125,9 @@ def behind_lines(plan: dict | None, histories: dict[int, pd.DataFrame], own: dic
 
 
 def recipe_lines(record: dict) -> list[str]:
-    """What trained the run: its recipe's name and why it was chosen (conf/recipe/), and the
-    settings that matter most, from run.json's recorded config."""
+    """What trained the run: its recipe's name and why it was chosen (conf/recipe/), the settings
+    that matter most, from run.json's recorded config, and how the seed recipe did where this
+    recipe was measured against it (src.results.measured)."""
     cfg = record.get("resolved_config", {})
     named = cfg.get("recipe") or {"name": None, "why": rundir.LATER_KEYS["recipe.why"]}
     model = cfg.get("model", {})
@@ -137,4 +138,5 @@ def recipe_lines(record: dict) -> list[str]:
     return [f"Recipe: **{named['name'] or 'not named'}**: {rundir.recipe_why(cfg)}.",
             f"Model `{model.get('_target_', '?')}` ({knobs or 'its defaults'}), batch {cfg.get('batch_size', '?')}, "
             f"{epochs}, schedule `{str(cfg.get('schedule', {}).get('_target_', '?')).rsplit('.', 1)[-1]}`, "
-            f"learning rate {cfg.get('optimizer', {}).get('learning_rate', '?')}; augmentation: {', '.join(shown) or 'none'}."]
+            f"learning rate {cfg.get('optimizer', {}).get('learning_rate', '?')}; augmentation: {', '.join(shown) or 'none'}.",
+            *measured.against_seed(cfg)]
