@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KILL_MID_EPOCH, REPO, check_run_dir, run_cv, run_old_cv, snapshot, tiny_overrides
+from conftest import KILL_MID_EPOCH, REPO, check_run_dir, compose_config, run_cv, run_old_cv, snapshot, tiny_overrides
 
 LEGACY = Path(__file__).parent / "legacy"
 WRITTEN = ("53efd56", "b43fd07", "d8945dd", "bea3d63", "aca87b2", "eb64d63", "aa07387")  # the archives' commits, oldest first: list a new one here
@@ -116,3 +116,34 @@ def test_an_older_time_limited_run_dir_resumes_on_its_whole_epochs(tiny, tmp_pat
     assert metrics["time_limit"]["epochs"] == 2 and metrics["time_limit"]["epoch_fraction"] == 1.0
     assert json.loads((run_dir / "plan.json").read_text()) == plan  # read, never rewritten
     assert "of a pass over the fold's training rows" not in (run_dir / "report.md").read_text()
+
+
+def test_a_kannada_run_dir_recorded_on_the_seed_recipe_resumes_on_it(tiny, tmp_path):
+    """data=kannada_mnist named the seed recipe before its own CV chose the generic one: a run dir
+    the older code started resumes on the seed recipe, its finished fold untouched."""
+    data = tmp_path / "kannada"
+    data.mkdir()
+    shutil.copy(tiny["train"], data / "train.csv")  # label, pixel0..: the competition's layout
+    test = pd.read_csv(tiny["test"])
+    test = pd.concat([pd.DataFrame({"id": np.arange(len(test))}), test], axis=1)
+    test.to_csv(data / "test.csv", index=False)
+    pd.DataFrame({"id": test["id"], "label": 0}).to_csv(data / "sample_submission.csv", index=False)
+    code_dir = tmp_path / "old"
+    with tarfile.open(LEGACY / f"{WRITTEN[-1]}.tar.gz") as tar:
+        tar.extractall(code_dir, filter="data")
+    run_dir = tmp_path / "run"
+    args = ["data=kannada_mnist", f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}", "fold=2", "epochs=1", "jobs=1",
+            f"hydra.run.dir={run_dir}"]
+    old = run_old_cv(code_dir, [*args, "fold_index=0"])
+    assert old.returncode == 0, old.stderr[-3000:]
+    assert json.loads((run_dir / "run.json").read_text())["resolved_config"]["recipe"]["name"] == "seed"
+    fold0 = snapshot(run_dir / "fold_0")
+
+    run_cv(args)  # today's code, the same command: data=kannada_mnist now names the generic recipe
+    log = (run_dir / "cv.log").read_text()
+    assert log.count("recipe seed: ") == 2 and "different config" not in log
+    assert snapshot(run_dir / "fold_0") == fold0
+    submission = pd.read_csv(run_dir / "submission.csv")
+    assert list(submission.columns) == ["id", "label"] and len(submission) == len(test)
+    assert "Recipe: **seed**" in (run_dir / "report.md").read_text()
+    assert compose_config(["data=kannada_mnist"]).recipe.name == "generic"  # a new run gets the new one
