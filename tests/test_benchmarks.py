@@ -122,6 +122,12 @@ def test_fashion_csv_smoke(tmp_path):
     assert "values came back" in proc.stdout and len((tmp_path / "fashion-mnist_test.csv").read_text().splitlines()) == 31
 
 
+def test_kannada_csv_smoke(tmp_path):
+    proc = _smoke("kannada_csv.py", "--out", str(tmp_path))
+    assert "values came back" in proc.stdout and "score 1.0" in proc.stdout
+    assert (tmp_path / "test.csv").read_text().startswith("id,pixel0,") and len((tmp_path / "test.csv").read_text().splitlines()) == 31
+
+
 def test_bench_fold_smoke(tmp_path):
     out = tmp_path / "fold.json"
     proc = _smoke("bench_fold.py", "--json", str(out))
